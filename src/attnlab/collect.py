@@ -1,0 +1,174 @@
+"""Run a model over texts with probes attached and return per-text statistics.
+
+``collect`` tokenizes each text on its own (the tokenizer is never modified), pads the batch (left for
+causal models, right for encoders), attaches attnlab's attention function with a plan of probes,
+runs the base model (no LM head), and trims every result to each text's real tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from attnlab import seam
+from attnlab.errors import AttnlabError
+from attnlab.plan import Plan, TokenContext
+from attnlab.probes.attention import Entropy, FirstTokenMass, FullMaps, ReceivedAttention, SpanMass
+from attnlab.probes.massive import massive_activation_hooks
+from attnlab.spans import char_range, token_range
+
+PROBES = {
+    "first_token_mass": FirstTokenMass,
+    "received_attention": ReceivedAttention,
+    "entropy": lambda: Entropy(normalized=False),
+    "normalized_entropy": lambda: Entropy(normalized=True),
+    "attention_maps": FullMaps,
+}
+MAP_BUDGET_BYTES = 2 * 1024 ** 3
+
+
+@dataclass
+class ModelShape:
+    """Layers, heads and maximum positions read from the model config."""
+
+    n_layers: int
+    n_heads: int
+    max_positions: int | None
+    causal: bool
+
+    @classmethod
+    def of(cls, model) -> "ModelShape":
+        cfg = model.config.get_text_config()
+        n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer")
+        n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
+        max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        causal = any(getattr(m, "is_causal", False) is True for m in model.modules())
+        return cls(n_layers, n_heads, max_pos, causal)
+
+
+@dataclass
+class Encoded:
+    """One padded batch: ids, 2-D mask, per-text token offsets and the number of real tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    offsets: list
+    lengths: list[int]
+    tokens: list[list[str]]
+
+
+def encode(tokenizer, texts: list[str], shape: ModelShape, *, truncate: bool = False, left_pad: bool = True) -> Encoded:
+    """Tokenize texts one by one and pad them into a batch; refuse empty or too-long texts with a clear line."""
+    rows, offsets, tokens = [], [], []
+    for i, text in enumerate(texts):
+        if not text or not text.strip():
+            raise AttnlabError(f"text {i + 1} is empty: give some text to analyse")
+        kwargs = {"return_offsets_mapping": True} if getattr(tokenizer, "is_fast", False) else {}
+        enc = tokenizer(text, truncation=False, **kwargs)
+        ids = list(enc["input_ids"])
+        limit = shape.max_positions
+        if limit and len(ids) > limit:
+            if not truncate:
+                raise AttnlabError(f"text {i + 1} has {len(ids)} tokens but the model takes at most {limit}: shorten it "
+                                   "or pass --truncate (truncate=True) to keep the first tokens")
+            ids = ids[:limit]
+        rows.append(ids)
+        offsets.append(list(enc["offset_mapping"])[:len(ids)] if "offset_mapping" in enc else None)
+        tokens.append(tokenizer.convert_ids_to_tokens(ids))
+    width = max(map(len, rows))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, ids in enumerate(rows):
+        sl = slice(width - len(ids), width) if left_pad else slice(0, len(ids))
+        input_ids[b, sl] = torch.tensor(ids)
+        mask[b, sl] = 1
+    return Encoded(input_ids, mask, offsets, [len(r) for r in rows], tokens)
+
+
+def span_key_mask(enc: Encoded, texts: list[str], span, left_pad: bool) -> torch.Tensor:
+    """``[B, T]`` bool: the tokens of ``span`` (a substring or character range) in each text of the batch."""
+    mask = torch.zeros_like(enc.attention_mask, dtype=torch.bool)
+    width = enc.input_ids.shape[1]
+    for b, text in enumerate(texts):
+        if enc.offsets[b] is None:
+            raise AttnlabError("spans need a fast tokenizer (with offsets); load the model's tokenizer.json")
+        start, end = char_range(text, span)
+        a, z = token_range(enc.offsets[b], start, end, what=f"span '{span}' in text {b + 1}")
+        shift = width - enc.lengths[b] if left_pad else 0
+        mask[b, a + shift:z + shift] = True
+    return mask
+
+
+@dataclass
+class Collected:
+    """Per-text results: ``stats[name][i]`` is a tensor ``[L, H, ...]`` over text ``i``'s real tokens."""
+
+    stats: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    massive: list[dict] = field(default_factory=list)
+    tokens: list[list[str]] = field(default_factory=list)
+    input_ids: list[list[int]] = field(default_factory=list)
+
+
+def check_map_budget(shape: ModelShape, batch: int, n_tokens: int, budget: int = MAP_BUDGET_BYTES) -> None:
+    need = 4 * shape.n_layers * shape.n_heads * batch * n_tokens ** 2
+    if need > budget:
+        raise AttnlabError(f"full attention maps of {n_tokens} tokens need {need / 1024 ** 3:.1f} GiB (budget "
+                           f"{budget / 1024 ** 3:.1f} GiB): use the reduced probes (first_token_mass, "
+                           "received_attention, entropy) or a shorter text")
+
+
+def collect(model, tokenizer, texts, probes=("first_token_mass", "received_attention", "entropy"), *,
+            spans: dict | None = None, batch_size: int = 8, truncate: bool = False, massive: bool = False,
+            map_budget_bytes: int = MAP_BUDGET_BYTES, on_batch=None) -> Collected:
+    """Run ``model`` over ``texts`` with the named probes (see ``PROBES``) and return per-text statistics.
+
+    ``spans`` maps a name to a substring (or character range) present in every text; each adds a
+    ``span_mass:NAME`` result. ``massive=True`` adds massive-activation summaries per layer.
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise AttnlabError("no text given: pass at least one text")
+    unknown = [p for p in probes if p not in PROBES]
+    if unknown:
+        raise AttnlabError(f"unknown probe '{unknown[0]}': choose from {', '.join(PROBES)}")
+    seam.check_supported(model)
+    shape = ModelShape.of(model)
+    left_pad = shape.causal
+    out = Collected()
+    base = getattr(model, "base_model", model)
+    for first in range(0, len(texts), batch_size):
+        chunk = texts[first:first + batch_size]
+        enc = encode(tokenizer, chunk, shape, truncate=truncate, left_pad=left_pad)
+        if "attention_maps" in probes:
+            check_map_budget(shape, len(chunk), enc.input_ids.shape[1], map_budget_bytes)
+        batch_probes = [PROBES[name]() for name in probes]
+        for name, span in (spans or {}).items():
+            batch_probes.append(SpanMass(name, span_key_mask(enc, chunk, span, left_pad)))
+        valid = enc.attention_mask.bool()
+        plan = Plan(probes=batch_probes, context=TokenContext(valid=valid))
+        device = next(model.parameters()).device
+        with seam.attached(model, plan) as attachment, torch.no_grad():
+            if massive:
+                with massive_activation_hooks(base, valid.to(device)) as found:
+                    base(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device))
+            else:
+                base(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device))
+        if len(attachment.seen_layers) == 0:
+            raise AttnlabError(f"{type(model).__name__} never called the attention interface: attnlab cannot "
+                               f"probe it; supported: {', '.join(seam.SUPPORTED_FAMILIES)}")
+        for probe in batch_probes:
+            result = probe.result()                                                          # [L, B, H, ...]
+            for b in range(len(chunk)):
+                keep = valid[b]
+                value = result[:, b]
+                for dim in range(probe.token_dims):
+                    value = value.index_select(value.dim() - 1 - dim, keep.nonzero().flatten())
+                out.stats.setdefault(probe.name, []).append(value)
+        if massive:
+            out.massive += [{layer: rows[b] for layer, rows in sorted(found.items())} for b in range(len(chunk))]
+        out.tokens += enc.tokens
+        out.input_ids += [enc.input_ids[b][valid[b]].tolist() for b in range(len(chunk))]
+        if on_batch:
+            on_batch(len(chunk))
+    return out

@@ -1,0 +1,124 @@
+"""The one seam: an attention function registered with transformers' ``AttentionInterface``.
+
+A model is *attached* by switching its ``attn_implementation`` to ``"attnlab"``; every attention layer
+then calls :func:`attention_forward`, which runs the active :class:`~attnlab.plan.Plan` (probes now,
+edits later) and delegates the attention itself to transformers' own SDPA function. Leaving
+:func:`attached` (also by an exception) restores the model's implementation exactly as it was.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+import torch
+
+from attnlab.errors import AttnlabError
+from attnlab.plan import Plan
+
+NAME = "attnlab"
+SUPPORTED_FAMILIES = ("Llama", "Qwen2", "Qwen3", "Mistral", "Gemma", "Phi3", "GPT-2", "BERT", "and other models "
+                      "whose attention goes through transformers' AttentionInterface")
+
+
+@dataclass
+class Attachment:
+    """What the attention function needs during one attached forward: the plan and where each layer sits."""
+
+    plan: Plan
+    layer_of: dict[int, int]
+    calls: int = 0
+    seen_layers: set = field(default_factory=set)
+
+
+_ACTIVE: ContextVar[Attachment | None] = ContextVar("attnlab_attachment", default=None)
+
+
+def _register() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import sdpa_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, sdpa_mask)  # without it, padded batches silently get no mask
+
+
+def layer_index_map(model: torch.nn.Module) -> dict[int, int]:
+    """Map each submodule (by id) to its layer index: ``module.layer_idx``, else the first number in its name."""
+    mapping = {}
+    for name, module in model.named_modules():
+        idx = getattr(module, "layer_idx", None)
+        if not isinstance(idx, int):
+            found = re.search(r"(?:^|\.)(\d+)(?:\.|$)", name)
+            idx = int(found.group(1)) if found else None
+        if idx is not None:
+            mapping[id(module)] = idx
+    return mapping
+
+
+def check_supported(model) -> None:
+    """Raise a one-line error when the model's attention does not go through ``AttentionInterface``."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel):
+        raise AttnlabError(f"{type(model).__name__} is not a transformers PreTrainedModel; load it with attnlab.load")
+    if not (type(model).is_backend_compatible() and type(model)._can_set_attn_implementation()):
+        raise AttnlabError(f"{type(model).__name__} does not route attention through transformers' AttentionInterface, "
+                           f"so attnlab cannot attach to it; supported: {', '.join(SUPPORTED_FAMILIES)}")
+
+
+def _all_configs(model):
+    configs = {}
+    for module in model.modules():
+        cfg = getattr(module, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation_internal"):
+            configs[id(cfg)] = cfg
+            for key in getattr(cfg, "sub_configs", {}):
+                sub = getattr(cfg, key, None)
+                if sub is not None and hasattr(sub, "_attn_implementation_internal"):
+                    configs[id(sub)] = sub
+    return list(configs.values())
+
+
+@contextmanager
+def attached(model, plan: Plan):
+    """Run ``model`` through attnlab's attention function with ``plan`` for the duration of the block."""
+    check_supported(model)
+    if _ACTIVE.get() is not None:
+        raise AttnlabError("attnlab is already attached to a model in this block; combine probes and edits in one Plan")
+    _register()
+    saved = [(cfg, cfg._attn_implementation_internal) for cfg in _all_configs(model)]
+    model.set_attn_implementation(NAME)
+    token = _ACTIVE.set(Attachment(plan=plan, layer_of=layer_index_map(model)))
+    try:
+        yield _ACTIVE.get()
+    finally:
+        _ACTIVE.reset(token)
+        for cfg, impl in saved:
+            cfg._attn_implementation_internal = impl
+
+
+def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                      is_causal=None, **kwargs):
+    """transformers attention function: apply the active plan, then attend with SDPA.
+
+    ``query`` is ``[B, H, Q, D]``, ``key``/``value`` ``[B, Hkv, K, D]`` (RoPE applied, cache included);
+    ``attention_mask`` is transformers' boolean SDPA mask (True = attend) or None for the causal fast path.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    attachment = _ACTIVE.get()
+    if attachment is not None:
+        layer = attachment.layer_of.get(id(module))
+        if layer is None:
+            raise AttnlabError(f"cannot tell which layer {type(module).__name__} is; attnlab supports "
+                               f"{', '.join(SUPPORTED_FAMILIES)}")
+        attachment.calls += 1
+        attachment.seen_layers.add(layer)
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+        if attachment.plan.probes:
+            with torch.no_grad():
+                attachment.plan.observe(layer, query, key, attention_mask, scale, bool(causal))
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, **kwargs)
