@@ -103,4 +103,17 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     tok = tokenizer or AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
     model.to(device).eval()
     model.attnlab_source = str(name_or_path)
+    model.attnlab_revision = getattr(config, "_commit_hash", None) or (weights_sha256(Path(target)) if kind != "hub" else None)
     return model, tok
+
+
+def weights_sha256(folder: Path) -> str:
+    """sha256 over the folder's safetensors files, in name order: the revision of a local model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,120 @@
+"""The ``attnlab`` command line."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from attnlab.errors import AttnlabError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="See, measure and steer where a transformer's attention goes.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def read_text_file(path: Path) -> str:
+    """Read a UTF-8 text file named by the user, with a one-line error when that is not possible."""
+    if not path.is_file():
+        raise AttnlabError(f"{path} is not a file: give the path of a UTF-8 text file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise AttnlabError(f"{path} is not UTF-8 text: convert it first (e.g. iconv -t UTF-8)") from None
+    if not text.strip():
+        raise AttnlabError(f"{path} is empty: give a file with some text")
+    return text
+
+
+def output_dir(out: Optional[Path], command: str, names: list[str], overwrite: bool) -> Path:
+    """Where to write: ``out`` (refusing to overwrite files unless asked) or a new ``attnlab-out/<command>-<time>``."""
+    if out is None:
+        out = Path("attnlab-out") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    existing = [n for n in names if (out / n).exists()]
+    if existing and not overwrite:
+        raise AttnlabError(f"{out / existing[0]} already exists: choose another --out or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True)
+
+
+def run(fn):
+    """Run a command body; bad input ends with one red line and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except AttnlabError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+
+
+@app.command()
+def profile(
+    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    text: list[str] = typer.Option([], "--text", "-t", help="a text to analyse (repeatable)"),
+    file: list[Path] = typer.Option([], "--file", "-f", help="a UTF-8 file, one text per file (repeatable)"),
+    span: list[str] = typer.Option([], "--span", "-s", help="a piece of the text(s) to measure attention on"),
+    maps: Optional[str] = typer.Option(None, help="also draw full attention maps of these heads for the first "
+                                       "text, e.g. 'L1' or 'L0H1,L2H0-3' (short texts only)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/profile-<time>)"),
+    overwrite: bool = typer.Option(False, help="replace report files already in --out"),
+    epsilon: float = typer.Option(0.3, help="Sink ratio threshold (Gu et al.)"),
+    truncate: bool = typer.Option(False, help="cut texts longer than the model's positions instead of refusing"),
+    batch_size: int = typer.Option(8, min=1),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default), float16 or bfloat16"),
+    trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
+):
+    """Profile attention sinks: first-token mass, Sink ratio and entropy per layer and head.
+
+    Writes profile.json (every number, with provenance) and profile_heatmap.png to --out.
+    """
+    def body():
+        import attnlab
+        from attnlab.report.plots import attention_maps, profile_heatmap
+        from attnlab.report.table import print_report
+
+        texts = list(text) + [read_text_file(f) for f in file]
+        names = ["profile.json", "profile_heatmap.png"] + (["attention_maps.png"] if maps else [])
+        target = output_dir(out, "profile", names, overwrite)
+        with console.status(f"loading {model}"):
+            m, tok = attnlab.load(model, dtype=dtype, trust_remote_code=trust_remote_code)
+        heads = attnlab.HeadSet.parse(maps, *attnlab.collect_shape(m)) if maps else None
+        spans = {s: s for s in span}
+        all_texts = texts or None
+        with progress_bar() as bar:
+            task = bar.add_task("profiling", total=len(texts) or 1)
+            report = attnlab.profile(m, all_texts, tokenizer=tok, spans=spans, epsilon=epsilon, truncate=truncate,
+                                     batch_size=batch_size, on_batch=lambda n: bar.advance(task, n))
+        print_report(report, console)
+        (target / "profile.json").write_text(report.model_dump_json(indent=1))
+        profile_heatmap(report, target / "profile_heatmap.png")
+        if heads is not None:
+            first = all_texts[0] if all_texts else attnlab.profile_sample_text()
+            got = attnlab.collect(m, tok, [first], probes=("attention_maps",), truncate=truncate)
+            attention_maps(got.stats["attention_maps"][0], heads, got.tokens[0], target / "attention_maps.png")
+        console.print(f"wrote {', '.join(str(target / n) for n in names)}")
+    run(body)
+
+
+@app.command()
+def schema():
+    """Print the JSON schema of the profile report."""
+    from attnlab.report.schema import Report
+    console.print_json(json.dumps(Report.model_json_schema()))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""Reports: the JSON record of a profile, the terminal table and the PNG heatmaps."""
