@@ -6,6 +6,7 @@ runs the base model (no LM head), and trims every result to each text's real tok
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -93,7 +94,7 @@ def span_key_mask(enc: Encoded, texts: list[str], span, left_pad: bool) -> torch
     for b, text in enumerate(texts):
         if enc.offsets[b] is None:
             raise AttnlabError("spans need a fast tokenizer (with offsets); load the model's tokenizer.json")
-        start, end = char_range(text, span)
+        start, end = char_range(text, span, where=f"text {b + 1}")
         a, z = token_range(enc.offsets[b], start, end, what=f"span '{span}' in text {b + 1}")
         shift = width - enc.lengths[b] if left_pad else 0
         mask[b, a + shift:z + shift] = True
@@ -108,6 +109,15 @@ class Collected:
     massive: list[dict] = field(default_factory=list)
     tokens: list[list[str]] = field(default_factory=list)
     input_ids: list[list[int]] = field(default_factory=list)
+
+
+def model_inputs(model, enc: Encoded, device) -> dict:
+    """Forward arguments for a padded batch; position ids count real tokens only, so left padding does not
+    shift absolute position embeddings (GPT-2) or RoPE phases."""
+    inputs = {"input_ids": enc.input_ids.to(device), "attention_mask": enc.attention_mask.to(device)}
+    if "position_ids" in inspect.signature(model.forward).parameters:
+        inputs["position_ids"] = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0).to(device)
+    return inputs
 
 
 def check_map_budget(shape: ModelShape, batch: int, n_tokens: int, budget: int = MAP_BUDGET_BYTES) -> None:
@@ -149,11 +159,12 @@ def collect(model, tokenizer, texts, probes=("first_token_mass", "received_atten
         plan = Plan(probes=batch_probes, context=TokenContext(valid=valid))
         device = next(model.parameters()).device
         with seam.attached(model, plan) as attachment, torch.no_grad():
+            inputs = model_inputs(base, enc, device)
             if massive:
                 with massive_activation_hooks(base, valid.to(device)) as found:
-                    base(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device))
+                    base(**inputs)
             else:
-                base(input_ids=enc.input_ids.to(device), attention_mask=enc.attention_mask.to(device))
+                base(**inputs)
         if len(attachment.seen_layers) == 0:
             raise AttnlabError(f"{type(model).__name__} never called the attention interface: attnlab cannot "
                                f"probe it; supported: {', '.join(seam.SUPPORTED_FAMILIES)}")

@@ -7,19 +7,19 @@ from dataclasses import dataclass
 from attnlab.errors import AttnlabError
 
 
-def char_range(text: str, span) -> tuple[int, int]:
+def char_range(text: str, span, where: str = "the text") -> tuple[int, int]:
     """Resolve a span given as a substring (first occurrence) or a ``(start, end)`` character range."""
     if isinstance(span, tuple):
         start, end = span
         if not (0 <= start < end <= len(text)):
-            raise AttnlabError(f"character range {span} is outside the text (length {len(text)}) or empty")
+            raise AttnlabError(f"character range {span} is outside {where} (length {len(text)}) or empty")
         return start, end
     if not isinstance(span, str) or not span.strip():
         raise AttnlabError("a span must be a non-empty piece of the text or a (start, end) character range")
     start = text.find(span)
     if start < 0:
         short = span if len(span) <= 60 else span[:57] + "..."
-        raise AttnlabError(f"span '{short}' is not in the text: give a piece of the text exactly as written")
+        raise AttnlabError(f"span '{short}' is not in {where}: give a piece of the text exactly as written")
     return start, start + len(span)
 
 
