@@ -16,7 +16,7 @@ from attnlab.errors import AttnlabError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="See, measure and steer where a transformer's attention goes.")
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def read_text_file(path: Path) -> str:

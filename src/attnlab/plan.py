@@ -35,7 +35,7 @@ class Plan:
 
     probes: list = field(default_factory=list)
     context: TokenContext | None = None
-    chunk_elements: int = 2 ** 24
+    chunk_elements: int = 2 ** 22
 
     @property
     def is_empty(self) -> bool:

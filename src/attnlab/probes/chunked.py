@@ -37,7 +37,7 @@ def allowed_keys(mask, start: int, stop: int, q_len: int, k_len: int, causal: bo
 
 
 def attention_chunks(query, key, mask, scale: float, causal: bool,
-                     chunk_elements: int = 2 ** 24) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+                     chunk_elements: int = 2 ** 22) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """Yield ``(start, probs [B, H, c, K] float32, allowed [B|1, 1, c, K])`` over query chunks.
 
     Rows with no allowed key (padding queries) come out as zeros, not NaN.

@@ -1,0 +1,120 @@
+"""Peak memory and time: ``attnlab.profile`` vs transformers eager ``output_attentions=True``.
+
+Both run on the same model (the bundled ``tiny`` weights, its position limit lifted so long inputs
+run) and the same random token inputs, each case in a fresh subprocess so peaks do not mix. Peak
+memory is the resident set size above the level just before the forward, sampled every millisecond.
+
+    python benchmarks/profile_memory.py [--lengths 1024 2048 4096 8192 16384] [--threads 1]
+
+Prints a table with the ratios; copy it into BENCHMARKS.md with the machine it ran on.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+class PeakSampler:
+    """Samples this process's RSS in a thread; ``peak`` is the maximum above the level at start."""
+
+    def __enter__(self):
+        self.base, self.peak, self._stop = rss_bytes(), 0, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop:
+            self.peak = max(self.peak, rss_bytes() - self.base)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self._stop = True
+        self.thread.join()
+        self.peak = max(self.peak, rss_bytes() - self.base)
+
+
+def one_case(method: str, length: int, threads: int) -> dict:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    import attnlab
+    from attnlab.models.loading import TINY_PATH
+
+    torch.set_num_threads(threads)
+    model = LlamaForCausalLM.from_pretrained(TINY_PATH, max_position_embeddings=max(length, 512),
+                                             attn_implementation="sdpa").eval()
+    tok = AutoTokenizer.from_pretrained(TINY_PATH)
+    torch.manual_seed(0)
+    ids = torch.randint(10, len(tok), (1, length))
+    ids[0, 0] = tok.bos_token_id
+    text = tok.decode(ids[0, 1:])  # attnlab takes text; the same ids feed eager
+    ids = tok(text, return_tensors="pt")["input_ids"][:, :length]
+    text = tok.decode(ids[0, 1:])
+    with torch.no_grad():
+        model(ids[:, :16])  # warm up kernels outside the measurement
+    start = time.perf_counter()
+    with PeakSampler() as sampler, torch.no_grad():
+        if method == "eager":
+            model.set_attn_implementation("eager")
+            out = model(ids, output_attentions=True)
+            n = len(out.attentions)
+            del out
+        else:
+            report = attnlab.profile(model, [text], tokenizer=tok, truncate=True)
+            n = report.model.n_layers
+    return {"method": method, "tokens": int(ids.shape[1]), "seconds": time.perf_counter() - start,
+            "peak_mib": sampler.peak / 2 ** 20, "layers": n}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eager-limit-gib", type=float, default=16.0, help="skip eager where its maps alone exceed this")
+    p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.threads)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="attnlab profile vs eager output_attentions (tiny: 4 layers x 8 heads)")
+    for col in ("tokens", "eager peak MiB", "attnlab peak MiB", "memory ratio", "eager s", "attnlab s"):
+        table.add_column(col, justify="right")
+    rows = []
+    for length in args.lengths:
+        results = {}
+        for method in ("eager", "attnlab"):
+            maps_gib = 4 * 8 * 4 * length ** 2 / 2 ** 30
+            if method == "eager" and maps_gib > args.eager_limit_gib:
+                results[method] = None
+                continue
+            out = subprocess.run([sys.executable, __file__, "--case", method, str(length), "--threads",
+                                  str(args.threads)], capture_output=True, text=True)
+            results[method] = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else None
+        e, a = results["eager"], results["attnlab"]
+        rows.append({"tokens": length, "eager": e, "attnlab": a})
+        table.add_row(str(length), f"{e['peak_mib']:.0f}" if e else "does not fit",
+                      f"{a['peak_mib']:.0f}" if a else "failed",
+                      f"{e['peak_mib'] / a['peak_mib']:.1f}x" if e and a else "-",
+                      f"{e['seconds']:.2f}" if e else "-", f"{a['seconds']:.2f}" if a else "-")
+    Console().print(table)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
