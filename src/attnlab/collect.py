@@ -120,6 +120,30 @@ def model_inputs(model, enc: Encoded, device) -> dict:
     return inputs
 
 
+def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bool = False) -> dict:
+    """One attached forward of the base model (no LM head) over a padded batch, feeding ``probes``.
+
+    Returns the massive-activation summaries per layer when ``massive`` is set, else ``{}``.
+    """
+    valid = attention_mask.bool()
+    plan = Plan(probes=list(probes), context=TokenContext(valid=valid))
+    base = getattr(model, "base_model", model)
+    device = next(model.parameters()).device
+    enc = Encoded(input_ids, attention_mask, [], [], [])
+    found: dict = {}
+    with seam.attached(model, plan) as attachment, torch.no_grad():
+        inputs = model_inputs(base, enc, device)
+        if massive:
+            with massive_activation_hooks(base, valid.to(device)) as found:
+                base(**inputs)
+        else:
+            base(**inputs)
+    if not attachment.seen_layers:
+        raise AttnlabError(f"{type(model).__name__} never called the attention interface: attnlab cannot "
+                           f"probe it; supported: {', '.join(seam.SUPPORTED_FAMILIES)}")
+    return found
+
+
 def check_map_budget(shape: ModelShape, batch: int, n_tokens: int, budget: int = MAP_BUDGET_BYTES) -> None:
     need = 4 * shape.n_layers * shape.n_heads * batch * n_tokens ** 2
     if need > budget:
@@ -146,7 +170,6 @@ def collect(model, tokenizer, texts, probes=("first_token_mass", "received_atten
     shape = ModelShape.of(model)
     left_pad = shape.causal
     out = Collected()
-    base = getattr(model, "base_model", model)
     for first in range(0, len(texts), batch_size):
         chunk = texts[first:first + batch_size]
         enc = encode(tokenizer, chunk, shape, truncate=truncate, left_pad=left_pad)
@@ -156,18 +179,7 @@ def collect(model, tokenizer, texts, probes=("first_token_mass", "received_atten
         for name, span in (spans or {}).items():
             batch_probes.append(SpanMass(name, span_key_mask(enc, chunk, span, left_pad)))
         valid = enc.attention_mask.bool()
-        plan = Plan(probes=batch_probes, context=TokenContext(valid=valid))
-        device = next(model.parameters()).device
-        with seam.attached(model, plan) as attachment, torch.no_grad():
-            inputs = model_inputs(base, enc, device)
-            if massive:
-                with massive_activation_hooks(base, valid.to(device)) as found:
-                    base(**inputs)
-            else:
-                base(**inputs)
-        if len(attachment.seen_layers) == 0:
-            raise AttnlabError(f"{type(model).__name__} never called the attention interface: attnlab cannot "
-                               f"probe it; supported: {', '.join(seam.SUPPORTED_FAMILIES)}")
+        found = forward_with_probes(model, enc.input_ids, enc.attention_mask, batch_probes, massive=massive)
         for probe in batch_probes:
             result = probe.result()                                                          # [L, B, H, ...]
             for b in range(len(chunk)):

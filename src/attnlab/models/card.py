@@ -1,0 +1,93 @@
+"""Measure the figures the bundled model's card reports, with attnlab itself.
+
+    python -m attnlab.models.card [MODEL] [--n 200]
+
+* attention sink: heads beyond layer 0 whose mean first-token mass is >= 0.3, and the Sink ratio, on the
+  built-in sample text and the synthetic task prompts;
+* best induction and previous-token scores (repeated random tokens, :mod:`attnlab.probes.head_roles`);
+* key-value recall: greedy exact-match accuracy of the answer at 4, 16 and 64 pairs
+  (:func:`attnlab.models.synthetic.kv_retrieval`), chance being about 1 / pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import torch
+
+from attnlab.collect import ModelShape, encode, model_inputs
+from attnlab.models.synthetic import copy_words, kv_retrieval, override
+
+
+@torch.no_grad()
+def greedy_match(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 16) -> list[bool]:
+    """Whether greedy decoding after each prompt reproduces its answer exactly (teacher-forced check)."""
+    shape = ModelShape.of(model)
+    hits = []
+    for s in range(0, len(prompts), batch_size):
+        ps, ans = prompts[s:s + batch_size], answers[s:s + batch_size]
+        enc = encode(tokenizer, [p + a for p, a in zip(ps, ans)], shape, left_pad=True)
+        logits = model(**model_inputs(model, enc, next(model.parameters()).device)).logits
+        width = enc.input_ids.shape[1]
+        for b, (p, a) in enumerate(zip(ps, ans)):
+            n_prompt = len(tokenizer(p)["input_ids"])
+            n_total = enc.lengths[b]
+            start = width - n_total
+            targets = enc.input_ids[b, start + n_prompt:width]
+            predicted = logits[b, start + n_prompt - 1:width - 1].argmax(-1)
+            hits.append(bool((predicted == targets).all()))
+    return hits
+
+
+def kv_recall(model, tokenizer, pairs: int, n: int, seed: int = 0) -> float:
+    rng = random.Random(seed)
+    examples = [kv_retrieval(rng, pairs) for _ in range(n)]
+    return sum(greedy_match(model, tokenizer, [e["prompt"] for e in examples],
+                            [e["answer"] for e in examples])) / n
+
+
+def measure(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
+    """All card figures as a dict."""
+    from attnlab.probes.head_roles import head_role_scores
+    from attnlab.profile import profile, sample_text
+
+    rng = random.Random(seed)
+    texts = [sample_text()] + [kv_retrieval(rng, 16)["prompt"] for _ in range(4)] + \
+        [override(rng, 3)["prompt"] for _ in range(4)] + [copy_words(rng, 20)["prompt"] for _ in range(4)]
+    report = profile(model, texts, tokenizer=tokenizer)
+    roles = head_role_scores(model, tokenizer, length=50, batch=8, seed=seed)
+    ind, prev = roles["induction"], roles["previous_token"]
+    mass = torch.tensor(report.summary.first_token_mass)
+    return {
+        "heads_beyond_layer0": int(mass[1:].numel()),
+        "heads_beyond_layer0_with_sink": report.summary.heads_with_sink_beyond_layer0,
+        "first_token_mass_by_layer": [round(float(x), 3) for x in mass.mean(1)],
+        "sink_ratio_percent": report.summary.sink_ratio,
+        "best_induction": {"score": round(float(ind.max()), 3), "head": _argmax_head(ind)},
+        "best_previous_token": {"score": round(float(prev.max()), 3), "head": _argmax_head(prev)},
+        "kv_recall": {str(p): round(kv_recall(model, tokenizer, p, n, seed), 3) for p in (4, 16, 64)},
+        "n_per_kv_setting": n,
+    }
+
+
+def _argmax_head(scores: torch.Tensor) -> str:
+    flat = int(scores.argmax())
+    return f"L{flat // scores.shape[1]}H{flat % scores.shape[1]}"
+
+
+def main() -> None:
+    import attnlab
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model", nargs="?", default="tiny")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model, tok = attnlab.load(args.model)
+    print(json.dumps(measure(model, tok, args.n), indent=1))
+
+
+if __name__ == "__main__":
+    main()
