@@ -1,8 +1,10 @@
-"""Plan: what to do to the attention of one forward pass (probes now; steering edits build on it).
+"""Plan: what to do to the attention of one forward pass or one ``generate`` call.
 
-The attention function of :mod:`attnlab.seam` hands each layer's ``q``, ``k`` and mask to
-:meth:`Plan.observe`, which recomputes attention in query chunks (:mod:`attnlab.probes.chunked`) and
-lets every probe reduce each chunk at once, so no ``[batch, heads, q, k]`` tensor is ever kept.
+The attention function of :mod:`attnlab.seam` hands each layer's ``q``, ``k``, ``v`` and mask to the
+plan. Edits become low-rank bias factors, temperatures and output scales (:mod:`attnlab.edits`);
+dynamic edits (ACT, SpotLight) first measure the unsteered attention of the same layer with the
+chunked machinery; probes then see the *steered* attention, recomputed in query chunks
+(:mod:`attnlab.probes.chunked`), so no ``[batch, heads, q, k]`` tensor is kept.
 """
 from __future__ import annotations
 
@@ -10,49 +12,53 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attnlab.context import TokenContext
+from attnlab.edits import LayerSteering, static_layer_steering
 from attnlab.probes.chunked import attention_chunks
 
 
 @dataclass
-class TokenContext:
-    """Which tokens of the batch are real (not padding), and each row's first real token.
-
-    ``valid`` is ``[B, T]`` bool, from the tokenizer's 2-D attention mask; with left padding the first
-    real token of row ``b`` is at ``first[b] > 0``.
-    """
-
-    valid: torch.Tensor
-    spans: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-
-    @property
-    def first(self) -> torch.Tensor:
-        return self.valid.int().argmax(dim=1)
-
-
-@dataclass
 class Plan:
-    """Probes (and, from the steering issue on, edits) to apply in one attached forward."""
+    """Probes, static edits and dynamic edits to apply in one attached forward or generation.
+
+    ``heads_of`` maps ``id(edit)`` to its resolved (layer, head) pairs (filled by :func:`attnlab.steer`).
+    """
 
     probes: list = field(default_factory=list)
     context: TokenContext | None = None
+    edits: list = field(default_factory=list)
+    dynamic: list = field(default_factory=list)
+    heads_of: dict = field(default_factory=dict)
     chunk_elements: int = 2 ** 22
 
     @property
     def is_empty(self) -> bool:
-        return not self.probes
+        return not (self.probes or self.edits or self.dynamic)
+
+    def steering(self, layer: int, query, key, mask, scale: float, causal: bool) -> LayerSteering:
+        """Everything the edits ask of ``layer`` for this call (identity when none touches it)."""
+        heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
+        out = LayerSteering()
+        if self.edits:
+            out = static_layer_steering(self.edits, layer, self.heads_of, heads, q_len, k_len, self.context)
+        for edit in self.dynamic:
+            extra = edit.layer_bias(layer, query, key, mask, scale, causal, self)
+            if extra is not None:
+                out.add_bias(*extra)
+        return out
 
     def observe(self, layer: int, query, key, mask, scale: float, causal: bool) -> None:
         """Feed the attention probabilities of ``layer``, chunk by chunk, to every probe."""
-        batch, heads, q_len, _ = query.shape
+        batch, _, q_len, _ = query.shape
         k_len = key.shape[2]
-        valid = self.context.valid if self.context is not None else torch.ones(batch, k_len, dtype=torch.bool)
-        if valid.shape[1] != k_len:
-            raise ValueError(f"probe context has {valid.shape[1]} tokens but layer {layer} sees {k_len} keys")
+        if self.context is None:
+            valid = torch.ones(batch, k_len, dtype=torch.bool)
+        else:
+            valid = self.context.valid_keys(k_len)
         q_valid = valid[:, k_len - q_len:]
         for probe in self.probes:
-            probe.begin_layer(layer, batch, heads, q_len, k_len, self.context, valid)
+            probe.begin_layer(layer, batch, query.shape[1], q_len, k_len, self.context, valid)
         for start, probs, allowed in attention_chunks(query, key, mask, scale, causal, self.chunk_elements):
-            stop = start + probs.shape[2]
-            qv = q_valid[:, start:stop]
+            qv = q_valid[:, start:start + probs.shape[2]]
             for probe in self.probes:
                 probe.update(layer, start, probs, allowed, qv)

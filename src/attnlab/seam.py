@@ -104,6 +104,9 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
 
     ``query`` is ``[B, H, Q, D]``, ``key``/``value`` ``[B, Hkv, K, D]`` (RoPE applied, cache included);
     ``attention_mask`` is transformers' boolean SDPA mask (True = attend) or None for the causal fast path.
+    Bias edits are folded into the dot product by appending their low-rank factors as extra q/k
+    channels (``q . k + a_q . b_k``), which keeps the causal flag and SDPA's fused kernel; ``v`` gets as
+    many zero channels (SDPA falls back to its n^2 math kernel when q and v widths differ).
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -115,10 +118,42 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
                                f"{', '.join(SUPPORTED_FAMILIES)}")
         attachment.calls += 1
         attachment.seen_layers.add(layer)
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        if attachment.plan.probes:
-            with torch.no_grad():
-                attachment.plan.observe(layer, query, key, attention_mask, scale, bool(causal))
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                  is_causal=is_causal, **kwargs)
+    if attachment is None or attachment.plan.is_empty:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    plan = attachment.plan
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    head_dim = value.shape[-1]
+    with torch.no_grad():
+        steering = plan.steering(layer, query, key, attention_mask, scale, causal)
+    if steering.temperature is not None:
+        query = query / steering.temperature[..., None].to(query.dtype)
+    if steering.q_factors is not None:
+        query, key, value = augment(query, key, value, steering, scale)
+    if plan.probes:
+        with torch.no_grad():
+            plan.observe(layer, query, key, attention_mask, scale, causal)
+    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scale,
+                                          is_causal=is_causal, **kwargs)
+    out = out[..., :head_dim]
+    if steering.output_scale is not None:
+        out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)   # [B, Q, H, 1]
+    return out, weights
+
+
+def augment(query, key, value, steering, scale: float):
+    """Append the bias factors as channels: ``q' = [q, a]``, ``k' = [k, b / scale]``, ``v' = [v, 0]``.
+
+    Then ``scale * q' . k' = scale * q . k + sum_r a_r b_r`` exactly, for every query head; the key
+    channels are shared by the query heads of a GQA group, which is why bias factors are per key only.
+    """
+    qf = steering.q_factors.to(query.dtype)                                  # [B, H, Q, r]
+    kf = (steering.k_factors / scale).to(key.dtype)                          # [B, K, r]
+    batch = max(query.shape[0], kf.shape[0])
+    query = torch.cat([query.expand(batch, -1, -1, -1), qf.expand(batch, -1, -1, -1)], dim=-1)
+    kf = kf[:, None].expand(batch, key.shape[1], -1, -1)
+    key = torch.cat([key.expand(batch, -1, -1, -1), kf], dim=-1)
+    pad = query.shape[-1] - value.shape[-1]
+    value = torch.cat([value, value.new_zeros(*value.shape[:-1], pad)], dim=-1)
+    return query, key, value

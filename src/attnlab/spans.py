@@ -87,3 +87,112 @@ class HeadSet:
 
     def __str__(self) -> str:
         return ",".join(f"L{l}H{h}" for l, h in self)
+
+
+def round_trip_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
+    """Text and per-token character offsets of a prompt given only as token ids.
+
+    The ids are decoded and encoded again with offsets; when that does not give the same ids back the
+    mapping would be a guess, so the user is told to build the inputs with :meth:`Spans.encode`.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise AttnlabError("text spans need a fast tokenizer (tokenizer.json) to map characters to tokens")
+    text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != list(ids):
+        raise AttnlabError("cannot map text spans onto these tokens (the tokenizer does not round-trip the prompt): "
+                           "build the inputs with attnlab.Spans.encode(tokenizer, prompts, spans)")
+    return text, list(enc["offset_mapping"])
+
+
+class SpanInputs(dict):
+    """Model inputs (``input_ids``, ``attention_mask``; left-padded) that know their spans.
+
+    Made by :meth:`Spans.encode`; pass it as ``model(**inputs)`` / ``model.generate(**inputs)`` and give it
+    to a method as its span (``PASTA(emphasize=inputs)``) to use the ``<<…>>``-marked text.
+    """
+
+    def __init__(self, input_ids, attention_mask, masks: dict, texts: list[str]):
+        super().__init__(input_ids=input_ids, attention_mask=attention_mask)
+        self.masks, self.texts = masks, texts
+
+
+class Spans:
+    """Resolve spans given as text, character ranges or ``<<…>>`` markers into token masks."""
+
+    @staticmethod
+    def encode(tokenizer, prompts, spans: dict | None = None, *, markers: tuple[str, str] = ("<<", ">>")) -> SpanInputs:
+        """Tokenize ``prompts`` (markers stripped, left padding) and resolve the marked text plus ``spans``.
+
+        ``spans`` maps a name to a substring / character range (of the clean text) for every prompt, or to a
+        list with one per prompt. The marked pieces are the span ``"marked"``.
+        """
+        import torch
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        cleaned = [strip_markers(p, *markers) for p in prompts]
+        texts = [c[0] for c in cleaned]
+        encs = [tokenizer(t, return_offsets_mapping=True) for t in texts]
+        width = max(len(e["input_ids"]) for e in encs)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(texts), width), pad, dtype=torch.long)
+        mask = torch.zeros(len(texts), width, dtype=torch.long)
+        names = ["marked"] + list(spans or {})
+        masks = {n: torch.zeros(len(texts), width, dtype=torch.bool) for n in names}
+        for b, (enc, (text, ranges)) in enumerate(zip(encs, cleaned)):
+            n = len(enc["input_ids"])
+            shift = width - n
+            ids[b, shift:] = torch.tensor(enc["input_ids"])
+            mask[b, shift:] = 1
+            for a, z in ranges:
+                t0, t1 = token_range(enc["offset_mapping"], a, z, what=f"marked span in prompt {b + 1}")
+                masks["marked"][b, shift + t0:shift + t1] = True
+            for name, spec in (spans or {}).items():
+                for piece in per_prompt(spec, len(texts))[b]:
+                    a, z = char_range(text, piece, where=f"prompt {b + 1}")
+                    t0, t1 = token_range(enc["offset_mapping"], a, z, what=f"span '{piece}' in prompt {b + 1}")
+                    masks[name][b, shift + t0:shift + t1] = True
+        return SpanInputs(ids, mask, masks, texts)
+
+    @staticmethod
+    def resolve(tokenizer, input_ids, valid, spec, name: str = "span"):
+        """``[B, T]`` bool mask of ``spec`` in a batch given as ids (left or right padded)."""
+        import torch
+
+        if isinstance(spec, SpanInputs):
+            if spec["input_ids"].shape != input_ids.shape or not torch.equal(spec["input_ids"], input_ids.cpu()):
+                raise AttnlabError(f"the {name} span was made by Spans.encode for other inputs: call the model on "
+                                   "those inputs (model(**inputs) / model.generate(**inputs))")
+            return spec.masks["marked"].clone()
+        if tokenizer is None:
+            raise AttnlabError("text spans need the tokenizer: pass tokenizer= to attnlab.steer (or load the model "
+                               "with attnlab.load)")
+        batch = input_ids.shape[0]
+        pieces = per_prompt(spec, batch)
+        mask = torch.zeros(input_ids.shape, dtype=torch.bool)
+        for b in range(batch):
+            positions = valid[b].nonzero().flatten()
+            text, offsets = round_trip_offsets(tokenizer, input_ids[b, positions].tolist())
+            for piece in pieces[b]:
+                a, z = char_range(text, piece, where=f"prompt {b + 1}")
+                t0, t1 = token_range(offsets, a, z, what=f"span '{piece}' in prompt {b + 1}")
+                mask[b, positions[t0:t1]] = True
+        return mask
+
+
+def per_prompt(spec, batch: int) -> list[list]:
+    """Normalise a span spec to one list of pieces per prompt.
+
+    A string or ``(start, end)`` applies to every prompt; a list of those too (their union); a list of lists
+    gives each prompt its own pieces.
+    """
+    if isinstance(spec, (str, tuple)):
+        return [[spec]] * batch
+    spec = list(spec)
+    if not spec:
+        raise AttnlabError("empty span list: give at least one piece of text to act on")
+    if all(isinstance(s, list) for s in spec):
+        if len(spec) != batch:
+            raise AttnlabError(f"{len(spec)} per-prompt span lists for {batch} prompts: give one list per prompt")
+        return spec
+    return [spec] * batch

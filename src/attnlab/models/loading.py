@@ -103,6 +103,7 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     tok = tokenizer or AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
     model.to(device).eval()
     model.attnlab_source = str(name_or_path)
+    model.attnlab_tokenizer = tok
     model.attnlab_revision = getattr(config, "_commit_hash", None) or (weights_sha256(Path(target)) if kind != "hub" else None)
     return model, tok
 

@@ -1,0 +1,103 @@
+"""``attnlab.steer``: apply steering methods around ordinary ``model(...)`` and ``model.generate(...)``.
+
+A forward pre-hook on the model sees each call's ``input_ids``, ``attention_mask`` and cache. A call with
+an empty cache is a new prompt: its real tokens and spans are resolved then (text spans through the
+tokenizer's offsets) and kept for the decode steps that follow, so keys generated after the prompt are
+never biased unless an edit asks for ``keys="generated"``.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from attnlab import seam
+from attnlab.collect import ModelShape
+from attnlab.context import TokenContext
+from attnlab.edits import Edit, head_set
+from attnlab.errors import AttnlabError
+from attnlab.plan import Plan
+from attnlab.spans import Spans
+from attnlab.steer.base import Method
+
+
+class Steering:
+    """The handle ``with attnlab.steer(...) as s`` yields: the plan and the prompt context in use."""
+
+    def __init__(self, plan: Plan, methods: list):
+        self.plan, self.methods = plan, methods
+
+    @property
+    def context(self) -> TokenContext | None:
+        return self.plan.context
+
+
+def build_plan(model, methods, probes=()) -> tuple[Plan, dict]:
+    """Resolve ``methods`` (Method objects or raw Edits) into a Plan and the span specs it needs."""
+    if not methods:
+        raise AttnlabError("attnlab.steer needs at least one method, e.g. attnlab.PASTA(emphasize='...')")
+    shape = ModelShape.of(model)
+    edits, dynamic, span_specs = [], [], {}
+    for method in methods:
+        if isinstance(method, Edit):
+            edits.append(method)
+            continue
+        if not isinstance(method, Method):
+            raise AttnlabError(f"unknown steering method {method!r}: use PASTA, ACT, ZeroTuning, InstABoost, "
+                               "SpotLight, HeadScale, Temperature or an Edit")
+        static, dyn = method.build(shape.n_layers, shape.n_heads)
+        edits += static
+        dynamic += dyn
+        for name, spec in method.spans().items():
+            if name in span_specs and span_specs[name] is not spec:
+                raise AttnlabError(f"two methods name a span '{name}' differently: steer them in separate blocks")
+            span_specs[name] = spec
+    heads_of = {id(e): set(head_set(e.heads, shape.n_layers, shape.n_heads)) for e in edits}
+    missing = {n for e in edits for n in e.span_names} - set(span_specs)
+    if missing:
+        raise AttnlabError(f"an edit uses span '{sorted(missing)[0]}' that no method defines")
+    return Plan(probes=list(probes), edits=edits, dynamic=dynamic, heads_of=heads_of), span_specs
+
+
+@contextmanager
+def steer(model, *methods, tokenizer=None, probes=()):
+    """Steer ``model`` with ``methods`` inside the block; leaving it (also by an exception) restores it exactly.
+
+    ``tokenizer`` is needed for spans given as text (models from :func:`attnlab.load` carry theirs).
+    ``probes`` (from :mod:`attnlab.probes.attention`) observe the *steered* attention.
+    """
+    plan, span_specs = build_plan(model, methods, probes)
+    tokenizer = tokenizer if tokenizer is not None else getattr(model, "attnlab_tokenizer", None)
+
+    def on_forward(module, args, kwargs):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        mask = kwargs.get("attention_mask")
+        cache = kwargs.get("past_key_values")
+        cached = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
+        if cached and plan.context is not None:
+            return None
+        if cached:
+            raise AttnlabError("steering started in the middle of a generation: enter attnlab.steer before the "
+                               "prompt's forward")
+        if input_ids is None:
+            if span_specs:
+                raise AttnlabError("steering with spans needs input_ids (not inputs_embeds)")
+            embeds = kwargs.get("inputs_embeds")
+            shape = embeds.shape[:2]
+        else:
+            shape = input_ids.shape
+        valid = mask.bool().cpu() if mask is not None and mask.dim() == 2 else torch.ones(shape, dtype=torch.bool)
+        spans = {name: Spans.resolve(tokenizer, input_ids.cpu(), valid, spec, name)
+                 for name, spec in span_specs.items()}
+        plan.context = TokenContext(valid=valid, spans=spans)
+        for edit in plan.dynamic:
+            edit.reset()
+        return None
+
+    hook = model.register_forward_pre_hook(on_forward, with_kwargs=True)
+    try:
+        with seam.attached(model, plan):
+            yield Steering(plan, list(methods))
+    finally:
+        hook.remove()
+        plan.context = None
