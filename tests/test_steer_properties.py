@@ -1,0 +1,121 @@
+"""Property tests of steering (hypothesis) and its bad-input handling."""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import attnlab
+from attnlab.collect import forward_with_probes, encode, ModelShape
+from attnlab.errors import AttnlabError
+from attnlab.probes.attention import SpanMass
+
+PROMPT = "Previously the capital of Zorland was Paris, but now the capital of Zorland is Rome. The capital is"
+SPAN = "but now the capital of Zorland is Rome."
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def logits(model, enc):
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+@given(heads=st.sampled_from(["all", "L0", "L1H0-3", "L3H7"]),
+       keys=st.sampled_from(["prompt", "first", "span:emphasis", "~span:emphasis", "generated"]),
+       queries=st.sampled_from(["all", "prompt", "generated", "span:emphasis"]),
+       kind=st.sampled_from(["bias", "temperature", "output_scale"]))
+@SETTINGS
+def test_identity_edit_changes_nothing(tiny, heads, keys, queries, kind):
+    model, tok = tiny
+    enc = tok(PROMPT, return_tensors="pt")
+    base = logits(model, enc)
+    value = {"bias": 0.0, "temperature": 1.0, "output_scale": 1.0}[kind]
+    edit = attnlab.Edit(heads=heads, keys=keys, queries=queries, **{kind: value})
+    with attnlab.steer(model, edit, attnlab.PASTA(SPAN, heads="L0H0", alpha=0.999999), tokenizer=tok):
+        steered = logits(model, enc)
+    assert (steered - base).abs().max() <= 1e-4
+
+
+@given(alpha=st.floats(0.001, 0.9), fail=st.booleans())
+@SETTINGS
+def test_leaving_the_block_restores_exact_logits(tiny, alpha, fail):
+    model, tok = tiny
+    enc = tok(PROMPT, return_tensors="pt")
+    base = logits(model, enc)
+    try:
+        with attnlab.steer(model, attnlab.PASTA(SPAN, alpha=alpha), attnlab.ACT(), tokenizer=tok):
+            logits(model, enc)
+            if fail:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert torch.equal(logits(model, enc), base)
+    assert model.config._attn_implementation == "sdpa"
+
+
+@given(alpha=st.floats(0.001, 0.9), heads=st.sampled_from(["all", "L1", "L0H2,L2H5-7", "L3H0"]))
+@SETTINGS
+def test_pasta_raises_the_span_share_of_every_steered_head(tiny, alpha, heads):
+    model, tok = tiny
+    shape = ModelShape.of(model)
+    enc = encode(tok, [PROMPT], shape)
+    start = PROMPT.index(SPAN)
+    offsets = enc.offsets[0]
+    span_mask = torch.tensor([[e > s and s < start + len(SPAN) and e > start for s, e in offsets]])
+    before = SpanMass("e", span_mask)
+    forward_with_probes(model, enc.input_ids, enc.attention_mask, [before])
+    after = SpanMass("e", span_mask)
+    with attnlab.steer(model, attnlab.PASTA(SPAN, heads=heads, alpha=alpha), tokenizer=tok, probes=[after]):
+        with torch.no_grad():
+            model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
+    steered = attnlab.HeadSet.parse(heads, shape.n_layers, shape.n_heads)
+    b, a = before.result()[:, 0], after.result()[:, 0]                 # [L, H]
+    for layer, head in steered:
+        assert a[layer, head] > b[layer, head]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: attnlab.PASTA("not in the prompt at all"), "span 'not in the prompt at all' is not in prompt 1"),
+    (lambda: attnlab.PASTA(""), "PASTA needs spans"),
+    (lambda: attnlab.PASTA([]), "PASTA needs spans"),
+    (lambda: attnlab.PASTA(SPAN, alpha=0), r"alpha must be in \(0, 1\)"),
+    (lambda: attnlab.PASTA(SPAN, alpha=1.5), r"alpha must be in \(0, 1\)"),
+    (lambda: attnlab.PASTA(SPAN, mode="sideways"), "unknown mode"),
+    (lambda: attnlab.PASTA(SPAN, heads="L9"), "layer 9 .* does not exist"),
+    (lambda: attnlab.PASTA(SPAN, heads="L1H8"), "head 8 .* does not exist"),
+    (lambda: attnlab.ACT(beta=1.0), "beta must be in"),
+    (lambda: attnlab.SpotLight(SPAN, psi=0), "psi must be in"),
+    (lambda: attnlab.ZeroTuning(gamma=-1), "gamma must be a positive"),
+    (lambda: "pasta", "unknown steering method"),
+])
+def test_bad_input_is_one_line_and_model_unsteered(tiny, make, match):
+    model, tok = tiny
+    enc = tok(PROMPT, return_tensors="pt")
+    base = logits(model, enc)
+    with pytest.raises(AttnlabError, match=match):
+        with attnlab.steer(model, make(), tokenizer=tok):
+            logits(model, enc)
+    assert torch.equal(logits(model, enc), base)
+
+
+def test_text_spans_need_a_tokenizer(tiny):
+    from archs import build
+
+    model = build("llama", len(tiny[1]))
+    with pytest.raises(AttnlabError, match="need the tokenizer"):
+        with attnlab.steer(model, attnlab.PASTA(SPAN)):
+            model(**tiny[1](PROMPT, return_tensors="pt"))
+
+
+def test_markers_with_spans_encode(tiny):
+    model, tok = tiny
+    inputs = attnlab.Spans.encode(tok, ["Previously X was Paris, <<but now X is Rome.>> X is", "Short <<one>>."])
+    assert inputs.texts[1] == "Short one."
+    with attnlab.steer(model, attnlab.PASTA(inputs)) as s:
+        out = model.generate(**inputs, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)
+        marked = s.context.spans["emphasis"]
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 2
+    decoded = tok.decode(inputs["input_ids"][0][marked[0]])
+    assert decoded.strip() == "but now X is Rome."
+    with pytest.raises(AttnlabError, match="other inputs"):
+        with attnlab.steer(model, attnlab.PASTA(inputs)):
+            model(**tok("something else", return_tensors="pt"))
