@@ -14,36 +14,9 @@ import argparse
 import json
 import subprocess
 import sys
-import threading
 import time
 
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
-
-
-class PeakSampler:
-    """Samples this process's RSS in a thread; ``peak`` is the maximum above the level at start."""
-
-    def __enter__(self):
-        self.base, self.peak, self._stop = rss_bytes(), 0, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, rss_bytes() - self.base)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self.thread.join()
-        self.peak = max(self.peak, rss_bytes() - self.base)
+from measure import PeakSampler
 
 
 def one_case(method: str, length: int, threads: int) -> dict:

@@ -105,6 +105,84 @@ def profile(
     run(body)
 
 
+METHODS = ("pasta", "act", "zerotuning", "instaboost", "spotlight", "head-scale", "temperature")
+
+
+def build_method(name: str, spans, heads: str | None, alpha: float | None, beta: float, gamma: float, m: float,
+                 psi: float, scale: float, temperature: float, mode: str):
+    """The steering method named on the command line, with its options."""
+    import attnlab
+
+    if name not in METHODS:
+        raise AttnlabError(f"unknown method '{name}': choose from {', '.join(METHODS)}")
+    if name == "pasta":
+        return attnlab.PASTA(spans, heads=heads or "all", alpha=0.01 if alpha is None else alpha, mode=mode)
+    if name == "act":
+        return attnlab.ACT(beta=beta, heads=heads or "all")
+    if name == "zerotuning":
+        return attnlab.ZeroTuning(gamma=gamma, heads=heads or "all")
+    if name == "instaboost":
+        return attnlab.InstABoost(spans, m=m, heads=heads or "all")
+    if name == "spotlight":
+        return attnlab.SpotLight(spans, psi=psi)
+    if heads is None:
+        raise AttnlabError(f"{name} needs --heads, e.g. --heads L1H0")
+    if name == "head-scale":
+        return attnlab.HeadScale(heads, scale=scale)
+    return attnlab.Temperature(heads, temperature=temperature)
+
+
+@app.command()
+def steer(
+    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    method: str = typer.Option("pasta", "--method", "-m", help=f"one of {', '.join(METHODS)}"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="the prompt; <<…>> marks the text to emphasise"),
+    emphasize: list[str] = typer.Option([], "--emphasize", "-e", help="text of the prompt to emphasise (repeatable)"),
+    heads: Optional[str] = typer.Option(None, help="heads to steer: all, L3, L3H1,L5H0-7, or a PASTA head JSON"),
+    alpha: Optional[float] = typer.Option(None, help="PASTA alpha (0.01)"),
+    mode: str = typer.Option("exclude", help="PASTA mode: exclude, include, generation"),
+    beta: float = typer.Option(0.4, help="ACT beta"),
+    gamma: float = typer.Option(2.0, help="ZeroTuning gamma"),
+    m: float = typer.Option(5.0, "--m", help="InstABoost M"),
+    psi: float = typer.Option(0.2, help="SpotLight target share"),
+    scale: float = typer.Option(0.0, help="head-scale factor (0 ablates)"),
+    temperature: float = typer.Option(2.0, help="temperature for the temperature method"),
+    max_new_tokens: int = typer.Option(30, min=1),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    trust_remote_code: bool = typer.Option(False),
+):
+    """Generate with and without a steering method, side by side, with the attention change per layer."""
+    def body():
+        import attnlab
+        from attnlab.spans import strip_markers
+        from attnlab.steer.compare import compare
+        from rich.table import Table
+
+        clean, marked = strip_markers(prompt)
+        spans = list(emphasize) or [clean[a:z] for a, z in marked] or None
+        meth = build_method(method, spans, heads, alpha, beta, gamma, m, psi, scale, temperature, mode)
+        with console.status(f"loading {model}"):
+            mdl, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
+        result = compare(mdl, tok, clean, meth, emphasize=spans, max_new_tokens=max_new_tokens)
+        if as_json:
+            print(json.dumps(result, indent=1))
+            return
+        side = Table(title=f"{result['method']} {result['hyperparameters']}", show_lines=True)
+        side.add_column("unsteered")
+        side.add_column("steered")
+        side.add_row(result["unsteered"], result["steered"])
+        console.print(f"[bold]prompt:[/bold] {result['prompt']}")
+        console.print(side)
+        layers = Table(title=f"attention on the {result['watched']} (mean over heads)")
+        for col in ("layer", "unsteered", "steered", "change"):
+            layers.add_column(col, justify="right")
+        for row in result["attention_by_layer"]:
+            layers.add_row(str(row["layer"]), f"{row['unsteered']:.3f}", f"{row['steered']:.3f}",
+                           f"{row['steered'] - row['unsteered']:+.3f}")
+        console.print(layers)
+    run(body)
+
+
 @app.command()
 def schema():
     """Print the JSON schema of the profile report."""

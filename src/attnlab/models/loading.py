@@ -74,6 +74,9 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     both are returned as they are). ``dtype`` is a torch dtype or one of ``float32 / float16 / bfloat16``.
     """
     from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     if isinstance(name_or_path, PreTrainedModel):
         if tokenizer is None:

@@ -1,0 +1,159 @@
+"""Steering overhead: prefill latency, peak prefill memory and decode tokens/s (one token per forward with the KV cache, as generate runs), in one run, for
+
+* ``sdpa``     -- the model unsteered (plain SDPA, transformers' default);
+* ``attnlab``  -- PASTA on 50% of the heads through attnlab (bias folded into SDPA as a q/k channel);
+* ``float-mask`` -- the official PASTA approach: eager attention with the 4-D mask expanded to every
+  head and ``log alpha`` added to the steered heads' columns (a ``[B, H, q, k]`` float tensor per layer).
+
+Model: the bundled ``tiny`` weights (4 layers x 8 heads) with the position limit lifted. Each case runs in
+a fresh subprocess.
+
+    python benchmarks/steer_overhead.py [--lengths 512 2048 8192] [--new-tokens 32] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+
+from measure import PeakSampler
+
+HEADS = "L0H0-3,L1H0-3,L2H0-3,L3H0-3"
+ALPHA = 0.01
+
+
+def prompt_of(tok, length: int) -> tuple[str, str]:
+    from attnlab.profile import sample_text
+
+    unit = sample_text() + "\n"
+    text = unit * (length // len(tok(unit)["input_ids"]) + 2)
+    ids = tok(text)["input_ids"][: length]
+    text = tok.decode(ids[1:])
+    return text, "wrote the weather in his book"
+
+
+def float_mask_attention(plan):
+    """The official PASTA route: eager attention, mask expanded to [B, H, q, k] + log alpha on steered heads."""
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    def fn(module, query, key, value, attention_mask, **kwargs):
+        b, h, q, _ = query.shape
+        k = key.shape[2]
+        if attention_mask is None:
+            causal = torch.ones(q, k, dtype=torch.bool).tril(k - q)
+            base = torch.zeros(b, 1, q, k).masked_fill(~causal, torch.finfo(torch.float32).min)
+        else:
+            base = attention_mask if attention_mask.dtype != torch.bool else torch.zeros(
+                attention_mask.shape).masked_fill(~attention_mask, torch.finfo(torch.float32).min)
+        mask = base.expand(b, h, q, k).clone()
+        for head in plan["heads"].get(module.layer_idx, []):
+            mask[:, head, :, : plan["prompt_len"]] += plan["bias"][:, None, :]
+        return eager_attention_forward(module, query, key, value, mask, **kwargs)
+    return fn
+
+
+def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
+    global torch
+    import torch
+    from transformers import AttentionInterface, AutoTokenizer, LlamaForCausalLM
+
+    import attnlab
+    from attnlab.models.loading import TINY_PATH
+    from attnlab.spans import HeadSet, Spans
+
+    torch.set_num_threads(threads)
+    model = LlamaForCausalLM.from_pretrained(TINY_PATH, max_position_embeddings=max(length + new_tokens, 512),
+                                             attn_implementation="sdpa").eval()
+    tok = AutoTokenizer.from_pretrained(TINY_PATH)
+    text, span = prompt_of(tok, length)
+    enc = tok(text, return_tensors="pt")
+    if method == "float-mask":
+        inputs = Spans.encode(tok, [text], {"e": span})
+        bias = torch.where(inputs.masks["e"][0], 0.0, math.log(ALPHA))[None]
+        heads = {}
+        for l, h in HeadSet.parse(HEADS, 4, 8):
+            heads.setdefault(l, []).append(h)
+        AttentionInterface.register("pasta_float_mask", float_mask_attention(
+            {"heads": heads, "prompt_len": enc["input_ids"].shape[1], "bias": bias}))
+        model.set_attn_implementation("pasta_float_mask")
+
+    def prefill():
+        return model(**enc, use_cache=True)
+
+    def decode(out, steps: int):
+        cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        mask = enc["attention_mask"]
+        for _ in range(steps):
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+            out = model(input_ids=nxt, attention_mask=mask, past_key_values=cache, use_cache=True)
+            cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+
+    def timed():
+        with PeakSampler() as sampler:
+            start = time.perf_counter()
+            out = prefill()
+            prefill_s = time.perf_counter() - start
+        start = time.perf_counter()
+        decode(out, new_tokens)
+        return prefill_s, sampler.peak, time.perf_counter() - start
+
+    short = tok(text[:80], return_tensors="pt")
+    with torch.no_grad():
+        if method == "attnlab":
+            with attnlab.steer(model, attnlab.PASTA(text[:20], heads=HEADS, alpha=ALPHA), tokenizer=tok):
+                model(**short)  # warm-up on a short prompt, so the measured peak is the long prompt's own
+            with attnlab.steer(model, attnlab.PASTA(span, heads=HEADS, alpha=ALPHA), tokenizer=tok):
+                prefill_s, peak, decode_s = timed()
+        else:
+            if method == "float-mask":
+                model.set_attn_implementation("sdpa")
+            model(**short)
+            if method == "float-mask":
+                model.set_attn_implementation("pasta_float_mask")
+            prefill_s, peak, decode_s = timed()
+    return {"method": method, "tokens": int(enc["input_ids"].shape[1]), "prefill_s": prefill_s,
+            "prefill_peak_mib": peak / 2 ** 20, "decode_tok_s": new_tokens / decode_s}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.new_tokens, args.threads)))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"steering overhead: PASTA on 50% of heads (tiny, {args.threads} thread(s))")
+    for col in ("tokens", "method", "prefill s", "prefill peak MiB", "decode tok/s", "tok/s vs sdpa",
+                "peak vs sdpa"):
+        table.add_column(col, justify="right")
+    rows = []
+    for length in args.lengths:
+        base = None
+        for method in ("sdpa", "attnlab", "float-mask"):
+            out = subprocess.run([sys.executable, __file__, "--case", method, str(length), "--new-tokens",
+                                  str(args.new_tokens), "--threads", str(args.threads)], capture_output=True, text=True)
+            if out.returncode != 0:
+                table.add_row(str(length), method, "failed", out.stderr.strip().splitlines()[-1][:40], "", "", "")
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            base = r if method == "sdpa" else base
+            table.add_row(str(r["tokens"]), method, f"{r['prefill_s']:.3f}", f"{r['prefill_peak_mib']:.0f}",
+                          f"{r['decode_tok_s']:.1f}",
+                          f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x" if base else "-",
+                          f"{r['prefill_peak_mib'] / max(base['prefill_peak_mib'], 1e-9):.2f}x" if base else "-")
+    Console().print(table)
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
