@@ -44,16 +44,24 @@ class TokenContext:
         return self.spans[name]
 
     def key_mask(self, selector, k_len: int) -> torch.Tensor:
-        """``[B, K]`` bool: the keys ``selector`` picks among ``k_len`` keys."""
+        """``[B, K]`` bool: the keys ``selector`` picks among ``k_len`` keys (prompt part cached per selector)."""
+        cache = self.__dict__.setdefault("_key_masks", {})
+        if selector not in cache:
+            cache[selector] = (self._prompt_key_mask(selector), selector == "generated")
+        prompt_part, fill = cache[selector]
+        return self._extend(prompt_part, k_len, fill)
+
+    def _prompt_key_mask(self, selector) -> torch.Tensor:
+        """``[B, P]``: the prompt keys ``selector`` picks."""
         b, p = self.valid.shape
         if selector == "prompt":
-            return self._extend(self.valid, k_len, False)
+            return self.valid
         if selector == "generated":
-            return self._extend(torch.zeros(b, p, dtype=torch.bool), k_len, True)
+            return torch.zeros(b, p, dtype=torch.bool)
         if selector == "first":
             mask = torch.zeros(b, p, dtype=torch.bool)
             mask[torch.arange(b), self.first] = True
-            return self._extend(mask, k_len, False)
+            return mask
         if isinstance(selector, tuple):
             mask = torch.zeros(b, p, dtype=torch.bool)
             n_real = self.valid.sum(1)
@@ -61,10 +69,10 @@ class TokenContext:
                 if (i >= n_real).any():
                     raise AttnlabError(f"key index {i} is past the end of a prompt of {int(n_real.min())} tokens")
                 mask[torch.arange(b), self.first + i] = True
-            return self._extend(mask, k_len, False)
+            return mask
         if selector.startswith("~span:"):
-            return self._extend(self.valid & ~self.span(selector[6:]), k_len, False)
-        return self._extend(self.span(selector[5:]), k_len, False)
+            return self.valid & ~self.span(selector[6:])
+        return self.span(selector[5:])
 
     def query_mask(self, selector, q_len: int, k_len: int) -> torch.Tensor:
         """``[B, Q]`` bool for the last ``q_len`` of ``k_len`` positions."""

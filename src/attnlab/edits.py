@@ -107,6 +107,7 @@ class LayerSteering:
 
     q_factors: torch.Tensor | None = None     # [B, H, Q, r]
     k_factors: torch.Tensor | None = None     # [B, K, r]
+    bias: torch.Tensor | None = None          # [B, H, Q, K] dense part (decode steps: Q is 1)
     temperature: torch.Tensor | None = None   # [B, H, Q]
     output_scale: torch.Tensor | None = None  # [B, H, Q]
 
@@ -118,28 +119,32 @@ class LayerSteering:
             self.k_factors = torch.cat([self.k_factors, k_factors], dim=-1)
 
     def dense_bias(self) -> torch.Tensor | None:
-        """The full ``[B, H, Q, K]`` bias (reference path and tests only)."""
-        if self.q_factors is None:
-            return None
-        return torch.einsum("bhqr,bkr->bhqk", self.q_factors, self.k_factors)
+        """The full ``[B, H, Q, K]`` bias: used at decode steps (Q = 1), where it is one row per head."""
+        low_rank = None if self.q_factors is None else torch.einsum("bhqr,bkr->bhqk", self.q_factors, self.k_factors)
+        if self.bias is None:
+            return low_rank
+        return self.bias if low_rank is None else self.bias + low_rank
 
     @property
-    def is_identity(self) -> bool:
-        return self.q_factors is None and self.temperature is None and self.output_scale is None
+    def has_bias(self) -> bool:
+        return self.q_factors is not None or self.bias is not None
 
 
-def static_layer_steering(edits, layer: int, heads_of: dict, n_heads: int, q_len: int, k_len: int,
+def static_layer_steering(edits, layer: int, head_masks: dict, n_heads: int, q_len: int, k_len: int,
                           ctx: TokenContext) -> LayerSteering:
-    """Resolve the static edits that touch ``layer`` into a :class:`LayerSteering`."""
+    """Resolve the static edits that touch ``layer`` into a :class:`LayerSteering`.
+
+    ``head_masks[(id(edit), layer)]`` is the edit's ``[H]`` 0/1 head mask for the layer (absent = untouched).
+    """
     out = LayerSteering()
     for edit in edits:
-        head_mask = torch.zeros(n_heads)
-        for l, h in heads_of[id(edit)]:
-            if l == layer:
-                head_mask[h] = 1.0
-        if not head_mask.any():
+        head_mask = head_masks.get((id(edit), layer))
+        if head_mask is None:
             continue
-        sel = head_mask[None, :, None] * ctx.query_mask(edit.queries, q_len, k_len)[:, None, :].float()  # [B,H,Q]
+        if edit.queries == "all":
+            sel = head_mask[None, :, None].expand(ctx.valid.shape[0], n_heads, q_len)
+        else:
+            sel = head_mask[None, :, None] * ctx.query_mask(edit.queries, q_len, k_len)[:, None, :].float()
         if edit.bias is not None:
             out.add_bias((sel * edit.bias)[..., None], ctx.key_mask(edit.keys, k_len).float()[..., None])
         elif edit.temperature is not None:

@@ -30,6 +30,17 @@ class Plan:
     dynamic: list = field(default_factory=list)
     heads_of: dict = field(default_factory=dict)
     chunk_elements: int = 2 ** 22
+    _head_masks: dict = field(default_factory=dict, repr=False)
+    _decode: dict = field(default_factory=dict, repr=False)
+
+    def head_masks(self, n_heads: int) -> dict:
+        """``{(id(edit), layer): [H] float 0/1}`` for every layer an edit touches (computed once)."""
+        if not self._head_masks and self.edits:
+            for edit in self.edits:
+                for layer, head in self.heads_of[id(edit)]:
+                    mask = self._head_masks.setdefault((id(edit), layer), torch.zeros(n_heads))
+                    mask[head] = 1.0
+        return self._head_masks
 
     @property
     def is_empty(self) -> bool:
@@ -39,13 +50,33 @@ class Plan:
         """Everything the edits ask of ``layer`` for this call (identity when none touches it)."""
         heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
         out = LayerSteering()
-        if self.edits:
-            out = static_layer_steering(self.edits, layer, self.heads_of, heads, q_len, k_len, self.context)
+        if self.edits and q_len == 1 and k_len > self.context.prompt_length:
+            out = self._decode_static(layer, heads, k_len)
+        elif self.edits:
+            out = static_layer_steering(self.edits, layer, self.head_masks(heads), heads, q_len, k_len, self.context)
         for edit in self.dynamic:
             extra = edit.layer_bias(layer, query, key, mask, scale, causal, self)
             if extra is not None:
                 out.add_bias(*extra)
         return out
+
+    def _decode_static(self, layer: int, heads: int, k_len: int) -> LayerSteering:
+        """Static edits at a decode step: a dense ``[B, H, 1, K]`` bias sliced from a per-layer buffer.
+
+        After the prompt every static selector is constant over new queries and new keys, so the buffer is
+        built once (for twice the keys seen) and each step only takes a view of it.
+        """
+        cached = self._decode.get(layer)
+        if cached is None or cached[0] is not self.context or cached[1].bias is not None and \
+                cached[1].bias.shape[-1] < k_len:
+            capacity = max(2 * k_len, 64)
+            full = static_layer_steering(self.edits, layer, self.head_masks(heads), heads, 1, capacity, self.context)
+            full = LayerSteering(bias=full.dense_bias(), temperature=full.temperature, output_scale=full.output_scale)
+            cached = (self.context, full)
+            self._decode[layer] = cached
+        full = cached[1]
+        return LayerSteering(bias=None if full.bias is None else full.bias[..., :k_len],
+                             temperature=full.temperature, output_scale=full.output_scale)
 
     def observe(self, layer: int, query, key, mask, scale: float, causal: bool) -> None:
         """Feed the attention probabilities of ``layer``, chunk by chunk, to every probe."""

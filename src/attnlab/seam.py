@@ -129,7 +129,13 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
         steering = plan.steering(layer, query, key, attention_mask, scale, causal)
     if steering.temperature is not None:
         query = query / steering.temperature[..., None].to(query.dtype)
-    if steering.q_factors is not None:
+    if steering.has_bias and query.shape[2] == 1:
+        # decode step: one bias row per head, added to the mask (cheaper than widening q, k and v)
+        from transformers.integrations.sdpa_attention import create_position_bias_mask
+
+        attention_mask = create_position_bias_mask(steering.dense_bias().to(query.dtype), attention_mask, False,
+                                                   query, key)
+    elif steering.has_bias:
         query, key, value = augment(query, key, value, steering, scale)
     if plan.probes:
         with torch.no_grad():
