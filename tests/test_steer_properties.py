@@ -119,3 +119,15 @@ def test_markers_with_spans_encode(tiny):
     with pytest.raises(AttnlabError, match="other inputs"):
         with attnlab.steer(model, attnlab.PASTA(inputs)):
             model(**tok("something else", return_tensors="pt"))
+
+
+def test_softcapping_models_are_refused_not_silently_wrong():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    cfg = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16, attn_logit_softcapping=50.0)
+    model = Gemma2ForCausalLM(cfg).eval()
+    with pytest.raises(AttnlabError, match="soft-capping"):
+        with attnlab.steer(model, attnlab.ACT()):
+            model(input_ids=torch.tensor([[1, 2, 3, 4]]))
+    assert model.config._attn_implementation != "attnlab"

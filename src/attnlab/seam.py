@@ -118,6 +118,11 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
                                f"{', '.join(SUPPORTED_FAMILIES)}")
         attachment.calls += 1
         attachment.seen_layers.add(layer)
+    unsupported = [k for k in ("softcap", "s_aux") if kwargs.get(k) is not None]
+    if attachment is not None and unsupported:
+        what = {"softcap": "attention logit soft-capping (Gemma 2)", "s_aux": "learned sink logits (GPT-OSS)"}
+        raise AttnlabError(f"{type(module).__name__} uses {what[unsupported[0]]}, which attnlab's SDPA seam cannot "
+                           "apply, so its probes and steering would be wrong; this architecture is not supported yet")
     if attachment is None or attachment.plan.is_empty:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
