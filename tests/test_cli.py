@@ -44,3 +44,22 @@ def test_bad_inputs_give_one_line(tmp_path):
         assert message in result.output
         assert "Traceback" not in result.output
         assert len([l for l in result.output.splitlines() if l.startswith("error")]) == 1
+
+
+def test_steer_side_by_side_json():
+    prompt = "Previously the capital was Paris, <<but now the capital is Rome.>> The capital is"
+    result = runner.invoke(app, ["steer", "--method", "pasta", "--prompt", prompt, "--max-new-tokens", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output[result.output.index("{"):])
+    assert data["prompt"] == prompt.replace("<<", "").replace(">>", "")
+    assert data["watched"] == "span" and len(data["attention_by_layer"]) == 4
+    assert all(r["steered"] > r["unsteered"] for r in data["attention_by_layer"])
+
+
+def test_steer_tables_and_bad_method():
+    ok = runner.invoke(app, ["steer", "-m", "zerotuning", "--prompt", "The sea was calm.", "--max-new-tokens", "2"])
+    assert ok.exit_code == 0 and "first token" in ok.output
+    bad = runner.invoke(app, ["steer", "-m", "telepathy", "--prompt", "x"])
+    assert bad.exit_code == 2 and "unknown method 'telepathy'" in bad.output
+    bad = runner.invoke(app, ["steer", "-m", "pasta", "--prompt", "The sea.", "-e", "sea", "--alpha", "2"])
+    assert bad.exit_code == 2 and "alpha must be in (0, 1)" in bad.output

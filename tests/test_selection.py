@@ -56,3 +56,22 @@ def test_choose_value_picks_the_best_grid_point(tiny):
                                  metric="entropy")
     assert best == max(results, key=lambda r: r[1])[0]
     assert [v for v, _ in results] == [0.5, 1.0, 2.0]
+
+
+def test_choose_instaboost_m_stops_at_the_first_unfluent_m(tiny):
+    from attnlab.models.synthetic import format_instruction
+    from attnlab.steer.selection import choose_instaboost_m
+
+    model, tok = tiny
+    rng = random.Random(3)
+    exs = []
+    for _ in range(3):
+        ex = format_instruction(rng, "The sea was calm.")
+        exs.append(Example(ex["prompt"], ex["answer"], {"instruction": ex["instruction"]}))
+    best, results = choose_instaboost_m(model, tok, exs, grid=[1, 3, 19], max_new_tokens=4, max_ppl_ratio=1e9)
+    assert [r["m"] for r in results] == [1, 3, 19] and all(r["fluent"] for r in results)
+    assert best == max(results, key=lambda r: r["score"])["m"]
+    assert results[0]["perplexity"] == pytest.approx(results[0]["base_perplexity"], rel=1e-4)  # M = 1 is unsteered
+    _, strict = choose_instaboost_m(model, tok, exs, grid=[1, 3, 19], max_new_tokens=4, max_ppl_ratio=1.0 + 1e-6)
+    assert not strict[-1]["fluent"] or len(strict) == 3
+    assert all(r["fluent"] for r in strict[:-1])

@@ -45,5 +45,5 @@ def check_positive(name: str, value: float, method: str) -> float:
 
 def require_spans(spec, method: str, what: str):
     if spec is None or (isinstance(spec, (list, str)) and len(spec) == 0):
-        raise AttnlabError(f"{method} needs {what}: give the text to act on")
+        raise AttnlabError(f"{method} needs {what}: give the text to act on (on the command line: --emphasize TEXT or <<TEXT>> in the prompt)")
     return spec
