@@ -183,6 +183,132 @@ def steer(
     run(body)
 
 
+def parse_sweep(sweep: str) -> tuple[str, list]:
+    """``alpha=0.001,0.01,0.1`` -> ``("alpha", [0.001, 0.01, 0.1])``."""
+    if "=" not in sweep:
+        raise AttnlabError(f"cannot read --sweep '{sweep}': write NAME=V1,V2,… e.g. alpha=0.001,0.01,0.1")
+    name, raw = sweep.split("=", 1)
+    values = []
+    for v in filter(None, raw.split(",")):
+        try:
+            values.append(float(v) if name != "heads" else v)
+        except ValueError:
+            raise AttnlabError(f"--sweep value '{v}' is not a number") from None
+    if not values:
+        raise AttnlabError("--sweep needs at least one value")
+    return name.strip(), values
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    task: str = typer.Option("kv", help="kv, needle, override, format, kv-masked or jsonl"),
+    method: str = typer.Option("pasta", "--method", "-m", help="pasta, act, zerotuning, instaboost, spotlight, "
+                               "head-scale, temperature, or none"),
+    n: int = typer.Option(300, help="test examples"),
+    seed: int = typer.Option(0),
+    file: Optional[Path] = typer.Option(None, help="JSONL records for --task jsonl"),
+    scorer: str = typer.Option("exact", help="jsonl scorer: exact, prefix, contains, loglik"),
+    pairs: Optional[int] = typer.Option(None, help="kv / kv-masked: pairs per prompt"),
+    param: list[str] = typer.Option([], "--set", help="a method setting, NAME=VALUE (alpha, heads, beta, gamma, m, "
+                                    "psi, scale, temperature, mode, top_k); repeatable"),
+    select: Optional[str] = typer.Option(None, help="choose this setting on a train split: heads (pasta, act), "
+                                         "gamma (zerotuning), m (instaboost)"),
+    train_n: int = typer.Option(48, help="train examples for --select (a disjoint split)"),
+    budget: Optional[int] = typer.Option(None, help="at most this many heads tried by --select heads"),
+    sweep: Optional[str] = typer.Option(None, help="NAME=V1,V2,… one run per value, one curve"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/eval-<time>)"),
+    overwrite: bool = typer.Option(False),
+    batch_size: int = typer.Option(16, min=1),
+):
+    """Measure a steering method on a task: accuracy unsteered vs steered, paired difference with 95% CI."""
+    def body():
+        import attnlab
+        from attnlab.evals.harness import MethodSpec, run as run_eval
+        from attnlab.evals.plots import bucket_plot, sweep_plot
+        from attnlab.evals.tasks import make_task
+
+        if n < 1:
+            raise AttnlabError(f"--n must be >= 1, got {n}")
+        if method != "none" and method not in METHODS:
+            raise AttnlabError(f"unknown method '{method}': choose from {', '.join(METHODS)} or none")
+        params = {}
+        for item in param:
+            if "=" not in item:
+                raise AttnlabError(f"cannot read --set '{item}': write NAME=VALUE")
+            k, v = item.split("=", 1)
+            params[k] = v if k in ("heads", "mode") else float(v)
+        names = ["eval.json", "eval.png"] + (["sweep.png", "sweep.json"] if sweep else [])
+        target = output_dir(out, "eval", names, overwrite)
+        with console.status(f"loading {model}"):
+            m, tok = attnlab.load(model)
+        shape = attnlab.ModelShape.of(m)
+        task_params = {}
+        if pairs is not None:
+            task_params["pairs"] = pairs
+        if task == "jsonl":
+            task_params.update(path=str(file) if file else None, scorer=scorer)
+        test = make_task(task, tok, n if task != "jsonl" else None, seed, shape.max_positions, **task_params)
+        train = None
+        if select:
+            if task == "jsonl":
+                cut = max(1, len(test.examples) // 4)
+                train = type(test)(test.name, test.examples[:cut], test.scorer, {**test.params, "split": "train"},
+                                   test.encoder)
+                test = type(test)(test.name, test.examples[cut:cut + n], test.scorer,
+                                  {**test.params, "split": "test"}, test.encoder)
+            else:
+                train = make_task(task, tok, train_n, seed + 1000, shape.max_positions, **task_params)
+        spec = None if method == "none" else MethodSpec(method, params, select)
+        sweep_values = parse_sweep(sweep) if sweep else (None, [None])
+        results = []
+        for value in sweep_values[1]:
+            this = spec if value is None else MethodSpec(method, {**params, sweep_values[0]: value}, select)
+            with progress_bar() as bar:
+                job = bar.add_task(f"{task} · {method}" + (f" {sweep_values[0]}={value}" if value is not None else ""),
+                                   total=None)
+                results.append((value, run_eval(m, tok, test, this, train=train, budget=budget, seed=seed,
+                                                batch_size=batch_size, on_step=lambda k: bar.advance(job, k))))
+        final = results[-1][1] if sweep is None else results
+        (target / "eval.json").write_text(json.dumps(final if sweep is None else
+                                                     [{"value": v, **r} for v, r in results], indent=1))
+        bucket_plot(results[-1][1], target / "eval.png")
+        if sweep:
+            sweep_plot(results, sweep_values[0], target / "sweep.png")
+            (target / "sweep.json").write_text(json.dumps([{"value": v, "steered": r["steered"], "paired": r["paired"]}
+                                                           for v, r in results], indent=1))
+        print_eval(results)
+        console.print(f"wrote {', '.join(str(target / n_) for n_ in names)}")
+    run(body)
+
+
+def print_eval(results) -> None:
+    from rich.table import Table
+
+    table = Table(title="unsteered vs steered (paired, 95% bootstrap CI)")
+    for col in ("setting", "task", "method", "n", "unsteered", "steered", "difference [95% CI]", "McNemar p"):
+        table.add_column(col, justify="right")
+    for value, r in results:
+        p = r["paired"]
+        table.add_row("-" if value is None else str(value), r["task"]["name"],
+                      r["method"]["name"] if r["method"] else "none", str(r["n"]),
+                      f"{r['unsteered']['accuracy']:.3f}", f"{r['steered']['accuracy']:.3f}",
+                      f"{p['difference']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
+                      f"{r['mcnemar']['p_value']:.3g}")
+    console.print(table)
+    last = results[-1][1]
+    if len(last["buckets"]) > 1:
+        buckets = Table(title="per bucket")
+        for col in ("bucket", "n", "unsteered", "steered", "difference [95% CI]"):
+            buckets.add_column(col, justify="right")
+        for name, b in last["buckets"].items():
+            buckets.add_row(name, str(b["n"]), f"{b['unsteered']:.3f}", f"{b['steered']:.3f}",
+                            f"{b['difference']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]")
+        console.print(buckets)
+    if last.get("selection"):
+        console.print(f"selected on the train split: { {k: v for k, v in last['selection'].items() if k != 'grid'} }")
+
+
 @app.command()
 def schema():
     """Print the JSON schema of the profile report."""

@@ -163,7 +163,7 @@ class Spans:
             if spec["input_ids"].shape != input_ids.shape or not torch.equal(spec["input_ids"], input_ids.cpu()):
                 raise AttnlabError(f"the {name} span was made by Spans.encode for other inputs: call the model on "
                                    "those inputs (model(**inputs) / model.generate(**inputs))")
-            return spec.masks["marked"].clone()
+            return (spec.masks[name] if name in spec.masks else spec.masks["marked"]).clone()
         if tokenizer is None:
             raise AttnlabError("text spans need the tokenizer: pass tokenizer= to attnlab.steer (or load the model "
                                "with attnlab.load)")

@@ -1,0 +1,122 @@
+"""Evaluation tasks, statistics and the harness."""
+import json
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from attnlab.cli import app
+from attnlab.errors import AttnlabError
+from attnlab.evals.harness import MethodSpec, run, wilson
+from attnlab.evals.stats import mcnemar_exact, paired_bootstrap
+from attnlab.evals.tasks import make_task
+
+
+def test_mcnemar_exact_matches_the_binomial_by_hand():
+    u = [1] * 10 + [0] * 6 + [1] * 2 + [0] * 2    # lost 2 (u=1, s=0), gained 6 (u=0, s=1)
+    s = [1] * 10 + [1] * 6 + [0] * 2 + [0] * 2
+    r = mcnemar_exact(u, s)
+    assert (r["lost"], r["gained"]) == (2, 6)
+    assert r["p_value"] == pytest.approx(2 * sum(math.comb(8, i) for i in range(3)) / 2 ** 8)
+
+
+def test_paired_bootstrap_brackets_the_difference_and_is_seeded():
+    rng = np.random.default_rng(1)
+    u = rng.integers(0, 2, 200)
+    s = np.where(rng.random(200) < 0.3, 1, u)
+    a = paired_bootstrap(u, s, seed=3)
+    assert a == paired_bootstrap(u, s, seed=3)
+    assert a["ci_low"] <= a["difference"] <= a["ci_high"]
+    assert a["difference"] == pytest.approx(s.mean() - u.mean())
+    same = paired_bootstrap(u, u)
+    assert same["difference"] == same["ci_low"] == same["ci_high"] == 0
+
+
+def test_wilson_interval():
+    lo, hi = wilson(50, 100)
+    assert lo == pytest.approx(0.404, abs=1e-3) and hi == pytest.approx(0.596, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["kv", "needle", "override", "format"])
+def test_tasks_are_seeded_and_spans_are_in_the_prompts(tiny, name):
+    tok = tiny[1]
+    a = make_task(name, tok, 12, seed=5, max_tokens=512)
+    b = make_task(name, tok, 12, seed=5, max_tokens=512)
+    c = make_task(name, tok, 12, seed=6, max_tokens=512)
+    assert [e.prompt for e in a.examples] == [e.prompt for e in b.examples]
+    assert [e.prompt for e in a.examples] != [e.prompt for e in c.examples]
+    for e in a.examples:
+        assert all(v in e.prompt for v in e.spans.values())
+        assert len(tok(e.prompt + e.answers[0])["input_ids"]) <= 512
+
+
+def test_kv_positions_sweep_the_context(tiny):
+    task = make_task("kv", tiny[1], 16, pairs=8)
+    assert {e.bucket for e in task.examples} == {"0-20%", "20-40%", "40-60%", "60-80%", "80-100%"}
+
+
+def test_too_long_tasks_say_what_fits(tiny):
+    with pytest.raises(AttnlabError, match=r"at most 128: use --pairs \d+ or fewer"):
+        make_task("kv", tiny[1], 4, pairs=64, max_tokens=128)
+    with pytest.raises(AttnlabError, match="unknown task"):
+        make_task("riddles", tiny[1], 4)
+    with pytest.raises(AttnlabError, match="n must be >= 1"):
+        make_task("kv", tiny[1], 0)
+
+
+def test_jsonl_task_with_markers(tiny, tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "Previously X was Paris, <<but now X is Rome.>> X is", "answer": " Rome", "wrong": [" Paris"]},
+        {"prompt": "The sea is <<calm>> today. The sea is", "answers": [" calm"], "wrong": [" rough"]}]))
+    task = make_task("jsonl", tiny[1], None, path=str(path), scorer="loglik")
+    assert {e.spans["emphasis"][0] for e in task.examples} == {"but now X is Rome.", "calm"}
+    result = run(*tiny, task, MethodSpec("pasta", {"alpha": 0.01}))
+    assert result["n"] == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "no answer"}\n')
+    with pytest.raises(AttnlabError, match="line 1: a record needs 'prompt' and 'answer'"):
+        make_task("jsonl", tiny[1], None, path=str(bad))
+
+
+def test_harness_is_paired_and_consistent(tiny):
+    task = make_task("override", tiny[1], 24, seed=2)
+    r = run(*tiny, task, MethodSpec("pasta", {"alpha": 0.05, "heads": "L1,L2"}))
+    u, s = np.array(r["per_example"]["unsteered"]), np.array(r["per_example"]["steered"])
+    assert r["unsteered"]["accuracy"] == pytest.approx(u.mean())
+    assert r["paired"]["difference"] == pytest.approx(s.mean() - u.mean())
+    assert r["mcnemar"]["lost"] == int(((u == 1) & (s == 0)).sum())
+    none = run(*tiny, task, None)
+    assert none["unsteered"] == none["steered"] and none["per_example"]["unsteered"] == r["per_example"]["unsteered"]
+
+
+def test_selection_happens_on_the_train_split_only(tiny):
+    tok = tiny[1]
+    test = make_task("override", tok, 8, seed=0)
+    train = make_task("override", tok, 6, seed=1000)
+    assert not {e.prompt for e in test.examples} & {e.prompt for e in train.examples}
+    r = run(*tiny, test, MethodSpec("zerotuning", {"grid": [0.5, 2.0]}, select="gamma"), train=train)
+    assert r["selection"]["gamma"] in (0.5, 2.0)
+    assert r["selection"]["on"]["seed"] == 1000
+    assert r["method"]["params"]["gamma"] == r["selection"]["gamma"]
+
+
+def test_method_needing_spans_the_task_lacks(tiny):
+    task = make_task("override", tiny[1], 4)
+    with pytest.raises(AttnlabError, match="needs the span 'instruction'"):
+        run(*tiny, task, MethodSpec("instaboost", {"m": 3}))
+
+
+def test_cli_eval_and_sweep(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", "--task", "override", "--method", "pasta", "--n", "12", "--out", str(tmp_path / "a"),
+                            "--sweep", "alpha=0.01,0.5"])
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert [d["value"] for d in data] == [0.01, 0.5]
+    assert (tmp_path / "a" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, ["eval", "--task", "kv", "--method", "pasta", "--n", "0"])
+    assert bad.exit_code == 2 and "--n must be >= 1" in bad.output
+    bad = runner.invoke(app, ["eval", "--task", "kv", "--method", "wizardry", "--n", "3"])
+    assert bad.exit_code == 2 and "unknown method 'wizardry'" in bad.output
