@@ -212,6 +212,8 @@ def evaluate(
     pairs: Optional[int] = typer.Option(None, help="kv / kv-masked: pairs per prompt"),
     param: list[str] = typer.Option([], "--set", help="a method setting, NAME=VALUE (alpha, heads, beta, gamma, m, "
                                     "psi, scale, temperature, mode, top_k); repeatable"),
+    span: Optional[str] = typer.Option(None, help="the task span the method acts on (default: emphasis for pasta / "
+                                       "spotlight, instruction for instaboost)"),
     select: Optional[str] = typer.Option(None, help="choose this setting on a train split: heads (pasta, act), "
                                          "gamma (zerotuning), m (instaboost)"),
     train_n: int = typer.Option(48, help="train examples for --select (a disjoint split)"),
@@ -259,11 +261,11 @@ def evaluate(
                                   {**test.params, "split": "test"}, test.encoder)
             else:
                 train = make_task(task, tok, train_n, seed + 1000, shape.max_positions, **task_params)
-        spec = None if method == "none" else MethodSpec(method, params, select)
+        spec = None if method == "none" else MethodSpec(method, params, select, span)
         sweep_values = parse_sweep(sweep) if sweep else (None, [None])
         results = []
         for value in sweep_values[1]:
-            this = spec if value is None else MethodSpec(method, {**params, sweep_values[0]: value}, select)
+            this = spec if value is None else MethodSpec(method, {**params, sweep_values[0]: value}, select, span)
             with progress_bar() as bar:
                 job = bar.add_task(f"{task} · {method}" + (f" {sweep_values[0]}={value}" if value is not None else ""),
                                    total=None)
@@ -314,10 +316,6 @@ def schema():
     """Print the JSON schema of the profile report."""
     from attnlab.report.schema import Report
     console.print_json(json.dumps(Report.model_json_schema()))
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

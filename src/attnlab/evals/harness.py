@@ -19,7 +19,6 @@ from attnlab.evals.stats import mcnemar_exact, paired_bootstrap
 from attnlab.evals.tasks import Task
 
 SPAN_OF = {"pasta": "emphasis", "spotlight": "emphasis", "instaboost": "instruction"}
-SELECTABLE = {"pasta": "heads", "zerotuning": "gamma", "instaboost": "m", "act": "heads"}
 
 
 @dataclass
@@ -29,13 +28,19 @@ class MethodSpec:
     name: str
     params: dict = field(default_factory=dict)
     select: str | None = None
+    span: str | None = None
+
+    @property
+    def span_name(self) -> str | None:
+        """The task span the method acts on: ``span`` if given, else the method's usual one."""
+        return self.span or SPAN_OF.get(self.name)
 
     def build(self, spans_of):
         """The method for one batch; ``spans_of(name)`` gives that batch's per-prompt span lists."""
         from attnlab.cli import build_method
 
         p = dict(self.params)
-        span = SPAN_OF.get(self.name)
+        span = self.span_name
         spans = spans_of(span) if span else None
         return build_method(self.name, spans, p.get("heads"), p.get("alpha"), p.get("beta", 0.4), p.get("gamma", 2.0),
                             p.get("m", 5.0), p.get("psi", 0.2), p.get("scale", 0.0), p.get("temperature", 2.0),
@@ -120,7 +125,7 @@ def _score_masked(model, tokenizer, task, spec, batch_size, on_step) -> torch.Te
     out = []
     for s in range(0, len(exs), batch_size):
         idx = list(range(s, min(len(exs), s + batch_size)))
-        span = SPAN_OF.get(spec.name) if spec else None
+        span = spec.span_name if spec else None
         inputs = Spans.encode(tokenizer, [exs[i].prompt for i in idx],
                               {span: [_pieces(exs[i], span) for i in idx]} if span else None)
         method = spec.build(lambda name: inputs) if spec else None
@@ -158,7 +163,8 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
     metric = "accuracy" if train.scorer == "exact" else "logprob"
     if spec.select == "heads" and spec.name == "pasta":
         ranked = selection.rank_heads(model, tokenizer, examples, lambda spans, heads: MethodSpec(
-            "pasta", {**spec.params, "heads": heads}).build(spans), metric="logprob", budget=budget, on_step=on_step)
+            "pasta", {**spec.params, "heads": heads}, span=spec.span).build(spans), metric="logprob", budget=budget,
+            on_step=on_step)
         top = int(spec.params.get("top_k", 4))
         heads = [h for gain, h in ranked[:top] if gain > 0] or [ranked[0][1]]
         return {"heads": heads, "ranking": [(round(g, 4), f"L{l}H{h}") for g, (l, h) in ranked[:10]]}
@@ -173,6 +179,9 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
             "zerotuning", {**spec.params, "gamma": g}).build(spans), grid, metric=metric, on_step=on_step)
         return {"gamma": best, "grid": results}
     if spec.select == "m":
+        if spec.span_name != "instruction":
+            examples = [selection.Example(e.prompt, e.answer, {**e.spans, "instruction": e.spans[spec.span_name]})
+                        for e in examples]
         best, results = selection.choose_instaboost_m(model, tokenizer, examples, spec.params.get("grid"),
                                                       metric=metric, on_step=on_step)
         return {"m": best, "grid": results}
@@ -192,11 +201,9 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
             raise AttnlabError(f"choosing {spec.select} from data needs a train split")
         selected = select_settings(model, tokenizer, spec, train, budget, on_step)
         spec = MethodSpec(spec.name, {**spec.params, **{k: v for k, v in selected.items()
-                                                         if k in ("heads", "gamma", "m")}})
-    if spec is not None:
-        span = SPAN_OF.get(spec.name)
-        if span:
-            _pieces(task.examples[0], span)
+                                                         if k in ("heads", "gamma", "m")}}, span=spec.span)
+    if spec is not None and spec.span_name:
+        _pieces(task.examples[0], spec.span_name)
     unsteered = score_task(model, tokenizer, task, None, batch_size, on_step)
     steered = score_task(model, tokenizer, task, spec, batch_size, on_step) if spec else unsteered
     buckets = {}
@@ -209,7 +216,7 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
     return {
         "attnlab_version": __version__, "model": model_info(model).model_dump(),
         "task": {"name": task.name, "scorer": task.scorer, **task.params},
-        "method": None if spec is None else {"name": spec.name, "params": {k: (str(v) if k == "heads" else v)
+        "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {k: (str(v) if k == "heads" else v)
                                                                             for k, v in spec.params.items()}},
         "selection": None if selected is None else {"on": {"task": train.name, **train.params}, **{
             k: (str(v) if k == "heads" else v) for k, v in selected.items()}},
