@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
@@ -81,7 +82,7 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
         model.set_attn_implementation("pasta_float_mask")
 
     def prefill():
-        return model(**enc, use_cache=True)
+        return model(**enc, use_cache=True, logits_to_keep=1)  # as generate does
 
     def decode(out, steps: int):
         cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
@@ -123,6 +124,7 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="fresh runs per case; the median is reported")
     p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
@@ -131,26 +133,31 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"steering overhead: PASTA on 50% of heads (tiny, {args.threads} thread(s))")
+    table = Table(title=f"steering overhead: PASTA on 50% of heads (tiny, {args.threads} thread(s), median of "
+                        f"{args.repeats})")
     for col in ("tokens", "method", "prefill s", "prefill peak MiB", "decode tok/s", "tok/s vs sdpa",
                 "peak vs sdpa"):
         table.add_column(col, justify="right")
     rows = []
     for length in args.lengths:
         base = None
-        for method in ("sdpa", "attnlab", "float-mask"):
-            out = subprocess.run([sys.executable, __file__, "--case", method, str(length), "--new-tokens",
-                                  str(args.new_tokens), "--threads", str(args.threads)], capture_output=True, text=True)
-            if out.returncode != 0:
-                table.add_row(str(length), method, "failed", out.stderr.strip().splitlines()[-1][:40], "", "", "")
-                continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
+        runs = {m: [] for m in ("sdpa", "attnlab", "float-mask")}
+        for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every method alike
+            for method in runs:
+                out = subprocess.run([sys.executable, __file__, "--case", method, str(length), "--new-tokens",
+                                      str(args.new_tokens), "--threads", str(args.threads)], capture_output=True,
+                                     text=True)
+                if out.returncode != 0:
+                    raise SystemExit(f"{method} at {length} failed: {out.stderr.strip().splitlines()[-1]}")
+                runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        base = None
+        for method, results in runs.items():
+            r = {k: statistics.median(x[k] for x in results) if k != "method" else method for k in results[0]}
             rows.append(r)
             base = r if method == "sdpa" else base
-            table.add_row(str(r["tokens"]), method, f"{r['prefill_s']:.3f}", f"{r['prefill_peak_mib']:.0f}",
-                          f"{r['decode_tok_s']:.1f}",
-                          f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x" if base else "-",
-                          f"{r['prefill_peak_mib'] / max(base['prefill_peak_mib'], 1e-9):.2f}x" if base else "-")
+            table.add_row(str(int(r["tokens"])), method, f"{r['prefill_s']:.3f}", f"{r['prefill_peak_mib']:.0f}",
+                          f"{r['decode_tok_s']:.1f}", f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x",
+                          f"{r['prefill_peak_mib'] / max(base['prefill_peak_mib'], 1e-9):.2f}x")
     Console().print(table)
     print(json.dumps(rows))
 

@@ -135,13 +135,29 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     if steering.temperature is not None:
         query = query / steering.temperature[..., None].to(query.dtype)
     if steering.has_bias and query.shape[2] == 1:
-        # decode step: one bias row per head, added to the mask (cheaper than widening q, k and v)
-        from transformers.integrations.sdpa_attention import create_position_bias_mask
-
-        attention_mask = create_position_bias_mask(steering.dense_bias().to(query.dtype), attention_mask, False,
-                                                   query, key)
+        # decode step: the bias is one row per head, passed to SDPA as its mask (a view of a per-layer buffer
+        # for static edits), which is as fast as the unmasked kernel
+        bias = steering.dense_bias().to(query.dtype)
+        if attention_mask is not None:
+            bias = bias.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool \
+                else bias + attention_mask
+        if plan.probes:
+            with torch.no_grad():
+                plan.observe(layer, query, key, bias, scale, causal)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=bias, dropout_p=dropout, scale=scale, enable_gqa=query.shape[1] != key.shape[1])
+        out = out.transpose(1, 2)
+        if steering.output_scale is not None:
+            out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)
+        return out.contiguous(), None
     elif steering.has_bias:
-        query, key, value = augment(query, key, value, steering, scale)
+        if plan.probes:
+            with torch.no_grad():
+                plan.observe(layer, *augment(query, key, value, steering, scale)[:2], attention_mask, scale, causal)
+        out = biased_sdpa(query, key, value, attention_mask, steering, scale, causal, dropout)
+        if steering.output_scale is not None:
+            out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)
+        return out, None
     if plan.probes:
         with torch.no_grad():
             plan.observe(layer, query, key, attention_mask, scale, causal)
@@ -151,6 +167,35 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     if steering.output_scale is not None:
         out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)   # [B, Q, H, 1]
     return out, weights
+
+
+def biased_sdpa(query, key, value, mask, steering, scale: float, causal: bool, dropout: float = 0.0):
+    """SDPA with the low-rank bias folded in as extra q/k channels, one KV group at a time.
+
+    Going group by group keeps the widened copies of q, k and v to ``1 / n_kv_heads`` of their size, so
+    steering adds little to the peak memory of prefill. Returns ``[B, Q, H, D]`` like transformers' SDPA.
+    """
+    batch, heads, q_len, head_dim = query.shape
+    n_kv = key.shape[1]
+    rep = heads // n_kv
+    is_causal = causal and q_len > 1 and mask is None
+    out = query.new_empty(max(batch, key.shape[0]), heads, q_len, head_dim)
+    for g in range(n_kv):
+        sl = slice(g * rep, (g + 1) * rep)
+        part = steering_for_heads(steering, sl)
+        q, k, v = augment(query[:, sl], key[:, g:g + 1], value[:, g:g + 1], part, scale)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, k.expand(-1, rep, -1, -1), v.expand(-1, rep, -1, -1), attn_mask=mask, dropout_p=dropout,
+            is_causal=is_causal, scale=scale)
+        out[:, sl] = o[..., :head_dim]
+    return out.transpose(1, 2).contiguous()
+
+
+def steering_for_heads(steering, heads: slice):
+    """The bias factors of a subset of query heads (key factors are shared by all heads)."""
+    from attnlab.edits import LayerSteering
+
+    return LayerSteering(q_factors=steering.q_factors[:, heads], k_factors=steering.k_factors)
 
 
 def augment(query, key, value, steering, scale: float):
