@@ -140,7 +140,6 @@ def main() -> None:
         table.add_column(col, justify="right")
     rows = []
     for length in args.lengths:
-        base = None
         runs = {m: [] for m in ("sdpa", "attnlab", "float-mask")}
         for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every method alike
             for method in runs:
