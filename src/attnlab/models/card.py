@@ -83,10 +83,15 @@ def main() -> None:
     p.add_argument("model", nargs="?", default="tiny")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json-out", help="also write the figures to this JSON file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = attnlab.load(args.model)
-    print(json.dumps(measure(model, tok, args.n), indent=1))
+    figures = measure(model, tok, args.n)
+    print(json.dumps(figures, indent=1))
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(figures, fh, indent=1)
 
 
 if __name__ == "__main__":
