@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import PowerNorm  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attnlab.report.schema import Report  # noqa: E402
@@ -50,7 +51,7 @@ def attention_maps(maps, heads, tokens: list[str], path: Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False, constrained_layout=True)
     labels = [t.replace("Ġ", "").replace("Ċ", "\\n")[:8] for t in tokens]
     for ax, (l, h) in zip(axes.flat, heads):
-        ax.imshow(np.asarray(maps[l, h]), cmap="viridis", vmin=0, vmax=1)
+        ax.imshow(np.asarray(maps[l, h]), cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))  # sqrt: small weights show
         ax.set_title(f"L{l}H{h}", fontsize=9)
         if len(tokens) <= 40:
             ax.set_xticks(range(len(tokens)), labels, rotation=90, fontsize=5)
