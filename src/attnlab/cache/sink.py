@@ -1,0 +1,262 @@
+"""SinkCache: attention-sink tokens + a recent window (or an attention-guided budget) for transformers 5.x.
+
+StreamingLLM (Xiao et al., "Efficient Streaming Language Models with Attention Sinks", ICLR 2024) keeps
+the first ``num_sink`` tokens and the ``window`` most recent ones, and gives them the positions of their
+*cache slots*. transformers 5.x has no sink cache (removed in v5; the Hub ``custom_generate`` one is
+broken on 5.x), so this is a ``transformers.Cache`` made of :class:`SinkLayer` objects.
+
+How positions work (design (a) of the design notes, section 2.5): each layer stores keys exactly as the
+model produced them, with the position each was rotated at. ``update`` returns the stored keys rotated,
+once and in float32, by ``slot - written_position`` (:class:`attnlab.cache.rope.RopeAdapter`); nothing is
+re-rotated incrementally, so half precision does not drift. As long as nothing was evicted no rotation
+happens at all and the cache behaves bit-for-bit like ``DynamicCache``.
+
+Eviction is applied at the start of the *next* ``update`` (so policies can use the attention of the step
+that just ran), and ``get_seq_length`` / ``get_mask_sizes`` already count the tokens that will remain.
+Hence every forward attends to at most ``num_sink + window + q`` keys (StreamingLLM's per-token evaluation).
+
+The cache decides the positions: ``positions="cache"`` (StreamingLLM, for unbounded streams: the query of
+a forward sits at slot ``num_sink + window`` at most) or ``positions="original"`` (positions in the text,
+as H2O / TOVA / SnapKV do inside the trained context). A forward pre-hook on the decoder, installed by
+the cache and removed when it is garbage-collected, replaces the ``position_ids`` that ``generate``
+derives from the attention mask (absolute positions) by the cache's own.
+"""
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+from attnlab.cache.policies import Policy, make_policy
+from attnlab.cache.rope import RopeAdapter, max_positions, rope_adapter
+from attnlab.errors import AttnlabError
+
+POSITION_MODES = ("cache", "original")
+
+
+class SinkLayer(DynamicLayer):
+    """One layer of a :class:`SinkCache`: raw keys, values, written positions and policy scores, kept in sync.
+
+    ``keys`` / ``values`` are ``[B, Hkv, n, D]`` as the model produced them; ``written [B, Hkv, n]`` the
+    position each key was rotated at; ``scores [B, Hs, n]`` float32 or None (see :mod:`attnlab.cache.policies`).
+    """
+
+    is_croppable = False
+
+    def __init__(self, num_sink: int, window: int, rope: RopeAdapter | None, policy: Policy,
+                 positions: str = "cache") -> None:
+        super().__init__()
+        self.num_sink, self.window, self.capacity = num_sink, window, num_sink + window
+        self.rope, self.policy, self.positions = rope, policy, positions
+        self.recent = policy.protected_recent(window)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.written: torch.Tensor | None = None
+        self.scores: torch.Tensor | None = None
+        self.seen = 0                 # tokens ever appended (original positions)
+        self.last_q_len = 0
+        self.observed = False         # attention of the last forward reached this layer
+        self.evictions = 0
+
+    # ---- sizes ---------------------------------------------------------------------------------------------
+    @property
+    def stored(self) -> int:
+        return 0 if self.keys is None or not self.is_initialized else self.keys.shape[-2]
+
+    def _kept(self) -> int:
+        """Stored tokens once the pending eviction (if any) is applied."""
+        n = self.stored
+        return self.capacity if self.policy.due(n, self.capacity, self.last_q_len) else n
+
+    def get_seq_length(self) -> int:
+        """Tokens before the next query: in-cache count (``positions="cache"``) or tokens seen (``"original"``)."""
+        return self._kept() if self.positions == "cache" else self.seen
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """``(kv_length, kv_offset)``: ``kv_length`` is exactly the number of keys ``update`` will return."""
+        kept = self._kept()
+        offset = 0 if self.positions == "cache" else self.seen - kept
+        return kept + query_length, offset
+
+    def get_max_length(self) -> int:
+        return -1                     # an unbounded stream fits
+
+    # ---- update ------------------------------------------------------------------------------------------------
+    def lazy_initialization(self, key_states, value_states) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        b, h, _, d = key_states.shape
+        self.keys = key_states.new_empty(b, h, 0, d)
+        self.values = value_states.new_empty(b, h, 0, value_states.shape[-1])
+        self.written = torch.empty(b, h, 0, dtype=torch.long, device=self.device)
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        """Apply the pending eviction, append the new tokens, return all keys (at their slots) and values."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self._evict_if_due()
+        q = key_states.shape[-2]
+        start = self.stored if self.positions == "cache" else self.seen
+        new_pos = torch.arange(start, start + q, device=self.device)
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        self.written = torch.cat([self.written, new_pos.expand(*key_states.shape[:2], q)], dim=-1)
+        self.scores = self.policy.extend(self.scores, q)
+        self.seen += q
+        self.last_q_len = q
+        self.observed = False
+        return self.current_keys(), self.values
+
+    def current_keys(self) -> torch.Tensor:
+        """Stored keys as attention must see them: rotated to their slots (cache positions) in float32."""
+        if self.positions == "original" or self.evictions == 0:
+            return self.keys
+        slots = torch.arange(self.stored, device=self.device)
+        delta = slots - self.written
+        return self.rope.rotate(self.keys, delta).to(self.keys.dtype)
+
+    def _evict_if_due(self) -> None:
+        n = self.stored
+        if not self.policy.due(n, self.capacity, self.last_q_len):
+            return
+        if self.policy.needs_attention and not self.observed:
+            raise AttnlabError(f"the {self.policy.name} policy needs the attention of the last forward: run the model "
+                               "inside `with cache.observing(model):` (or add cache.scorer() to your Plan's probes)")
+        b, h = self.keys.shape[:2]
+        idx = self.policy.select(self.scores, b, n, self.num_sink, self.recent, self.capacity, self.device)
+        idx_kv = idx.expand(b, h, idx.shape[-1])
+        gather = idx_kv[..., None].expand(-1, -1, -1, self.keys.shape[-1])
+        self.keys = self.keys.gather(2, gather)
+        self.values = self.values.gather(2, idx_kv[..., None].expand(-1, -1, -1, self.values.shape[-1]))
+        self.written = self.written.gather(2, idx_kv)
+        if self.scores is not None:
+            self.scores = self.scores.gather(2, idx.expand(b, self.scores.shape[1], idx.shape[-1]))
+        self.evictions += 1
+
+    def observe(self, start: int, q_len: int, probs: torch.Tensor) -> None:
+        """Hand the attention probabilities ``[B, H, c, K]`` of queries ``start:start+c`` to the policy."""
+        self.scores = self.policy.observe(self.scores, start, q_len, probs, self.keys.shape[1])
+        self.observed = True
+
+    # ---- batch / beam operations -------------------------------------------------------------------------------
+    def _map_batch(self, fn) -> None:
+        for name in ("keys", "values", "written", "scores"):
+            tensor = getattr(self, name)
+            if tensor is not None and tensor.shape[0] > 0:
+                setattr(self, name, fn(tensor))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        if self.is_initialized:
+            self._map_batch(lambda t: t.index_select(0, beam_idx.to(t.device)))
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            self._map_batch(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._map_batch(lambda t: t[indices, ...])
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise AttnlabError("the sink cache cannot be cropped (evicted tokens cannot be restored); assisted or "
+                           "speculative decoding is not supported with it")
+
+    def reset(self) -> None:
+        super().reset()
+        self._reset_state()
+
+
+class SinkCache(Cache):
+    """A transformers ``Cache`` keeping ``num_sink`` attention sinks + a ``window`` of other tokens per layer.
+
+    StreamingLLM (Xiao et al., ICLR 2024) by default; pass ``policy`` (``"h2o"``, ``"tova"``, ``"snapkv"``
+    or a :class:`attnlab.cache.policies.Policy`) for attention-guided eviction under the same budget of
+    ``num_sink + window`` tokens; those policies need the attention, so run the model inside
+    ``with cache.observing(model):``. Usage::
+
+        cache = SinkCache(model, num_sink=4, window=252)
+        out = model.generate(ids, past_key_values=cache, max_new_tokens=2000)      # memory stays bounded
+
+    Supported architectures: Llama, Qwen2, Qwen3, Mistral, Gemma, Phi3 (rotate-half RoPE). Padded
+    batches, cropping (assisted decoding) and ``torch.compile`` are not supported.
+    """
+
+    def __init__(self, model, num_sink: int = 4, window: int = 1020, policy=None, positions: str = "cache") -> None:
+        _check_sizes(model, num_sink, window, positions)
+        policy = make_policy(policy)
+        rope = rope_adapter(model) if positions == "cache" else None
+        if positions == "original":
+            rope_adapter(model)       # same architecture check, so every mode refuses the same models
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        layers = [SinkLayer(num_sink, window, rope, policy, positions) for _ in range(config.num_hidden_layers)]
+        super().__init__(layers=layers)
+        self.num_sink, self.window, self.policy, self.positions = num_sink, window, policy, positions
+        self._install_position_hook(model)
+
+    @property
+    def capacity(self) -> int:
+        return self.num_sink + self.window
+
+    def scorer(self):
+        """A probe that feeds attention to this cache's policy (for a :class:`attnlab.Plan` you build yourself)."""
+        from attnlab.cache.scorer import CacheScorer
+
+        return CacheScorer(self)
+
+    @contextmanager
+    def observing(self, model):
+        """Run ``model`` through attnlab's seam with this cache's scorer, so attention-guided policies see attention.
+
+        Attention probabilities are recomputed by attnlab's chunked machinery (never eager attention).
+        """
+        from attnlab.plan import Plan
+        from attnlab.seam import attached
+
+        with attached(model, Plan(probes=[self.scorer()])):
+            yield self
+
+    def _install_position_hook(self, model) -> None:
+        decoder = getattr(model, "model", model)
+        ref = weakref.ref(self)
+
+        def assign_positions(module, args, kwargs):
+            cache = ref()
+            if cache is None or kwargs.get("past_key_values") is not cache:
+                return None
+            ids = kwargs.get("input_ids")
+            if ids is None and args:
+                ids = args[0]
+            embeds = kwargs.get("inputs_embeds")
+            q = (ids if ids is not None else embeds).shape[1]
+            mask = kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dim() == 2 and not bool(mask.all()):
+                raise AttnlabError("the sink cache does not support padded batches: run one sequence per row, "
+                                   "without padding")
+            start = cache.get_seq_length()
+            device = (ids if ids is not None else embeds).device
+            kwargs["position_ids"] = torch.arange(start, start + q, device=device)[None]
+            return args, kwargs
+
+        handle = decoder.register_forward_pre_hook(assign_positions, with_kwargs=True)
+        weakref.finalize(self, handle.remove)
+
+
+def _check_sizes(model, num_sink, window, positions) -> None:
+    if not isinstance(num_sink, int) or num_sink < 0:
+        raise AttnlabError(f"num_sink must be an integer >= 0, got {num_sink!r}")
+    if not isinstance(window, int) or window <= 0:
+        raise AttnlabError(f"window must be an integer > 0, got {window!r}")
+    if positions not in POSITION_MODES:
+        raise AttnlabError(f"positions must be one of {', '.join(POSITION_MODES)}, got {positions!r}")
+    limit = max_positions(model)
+    if positions == "cache" and limit is not None and num_sink + window >= limit:
+        raise AttnlabError(f"num_sink + window = {num_sink + window} does not fit the model's {limit} positions "
+                           f"(the new token needs one more slot): use num_sink + window <= {limit - 1}")
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    sliding = getattr(config, "sliding_window", None)
+    if sliding is not None and getattr(config, "use_sliding_window", True) and num_sink + window >= sliding:
+        raise AttnlabError(f"num_sink + window = {num_sink + window} reaches the model's sliding window ({sliding}), "
+                           f"whose mask would hide the sinks: use num_sink + window <= {sliding - 1}")
