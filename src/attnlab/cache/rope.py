@@ -52,19 +52,31 @@ class RopeAdapter:
     def rotary_dim(self) -> int:
         return 2 * self.inv_freq.numel()
 
-    def rotate(self, keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    def rotate(self, keys: torch.Tensor, delta: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
         """Rotate ``keys [..., n, D]`` by ``delta`` positions (int, broadcastable to ``keys.shape[:-1]``).
 
-        Returns float32. A delta of 0 returns the key unchanged (cos 0 = 1, sin 0 = 0 exactly).
+        Returns float32. A delta of 0 returns the key unchanged (cos 0 = 1, sin 0 = 0 exactly). ``memo`` (a
+        dict) keeps the cos/sin of the last ``delta``: StreamingLLM's deltas are the same for every layer and,
+        once the window is full, for every step, so they are computed once.
         """
         k = keys.float()
-        ang = delta.to(torch.float32)[..., None] * self.inv_freq.to(k.device)   # float32 [..., n, r/2]
-        emb = torch.cat((ang, ang), dim=-1)
+        cos_sin = None
+        if memo is not None:
+            last = memo.get("delta")
+            if last is not None and last.shape == delta.shape and torch.equal(last, delta):
+                cos_sin = memo["cos_sin"]
+        if cos_sin is None:
+            ang = delta.to(torch.float32)[..., None] * self.inv_freq.to(k.device)   # float32 [..., n, r/2]
+            emb = torch.cat((ang, ang), dim=-1)
+            cos_sin = (emb.cos(), emb.sin())
+            if memo is not None:
+                memo["delta"], memo["cos_sin"] = delta.clone(), cos_sin
+        cos, sin = cos_sin
         rot = self.rotary_dim
         if rot == k.shape[-1]:
-            return k * emb.cos() + rotate_half(k) * emb.sin()
+            return k * cos + rotate_half(k) * sin
         head, tail = k[..., :rot], k[..., rot:]
-        return torch.cat((head * emb.cos() + rotate_half(head) * emb.sin(), tail), dim=-1)
+        return torch.cat((head * cos + rotate_half(head) * sin, tail), dim=-1)
 
 
 def _text_config(config):

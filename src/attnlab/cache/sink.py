@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from attnlab.cache.policies import Policy, make_policy
+from attnlab.cache.policies import Policy, StreamingLLM, make_policy
 from attnlab.cache.rope import RopeAdapter, max_positions, rope_adapter
 from attnlab.errors import AttnlabError
 
@@ -46,8 +46,9 @@ class SinkLayer(DynamicLayer):
     is_croppable = False
 
     def __init__(self, num_sink: int, window: int, rope: RopeAdapter | None, policy: Policy,
-                 positions: str = "cache") -> None:
+                 positions: str = "cache", memo: dict | None = None) -> None:
         super().__init__()
+        self.memo = {} if memo is None else memo      # cos/sin of the last rotation, shared by the cache's layers
         self.num_sink, self.window, self.capacity = num_sink, window, num_sink + window
         self.rope, self.policy, self.positions = rope, policy, positions
         self.recent = policy.protected_recent(window)
@@ -116,7 +117,7 @@ class SinkLayer(DynamicLayer):
             return self.keys
         slots = torch.arange(self.stored, device=self.device)
         delta = slots - self.written
-        return self.rope.rotate(self.keys, delta).to(self.keys.dtype)
+        return self.rope.rotate(self.keys, delta, self.memo).to(self.keys.dtype)
 
     def _evict_if_due(self) -> None:
         n = self.stored
@@ -125,6 +126,13 @@ class SinkLayer(DynamicLayer):
         if self.policy.needs_attention and not self.observed:
             raise AttnlabError(f"the {self.policy.name} policy needs the attention of the last forward: run the model "
                                "inside `with cache.observing(model):` (or add cache.scorer() to your Plan's probes)")
+        if isinstance(self.policy, StreamingLLM):          # positional: two slices, no gather
+            cut = n - self.recent
+            for name in ("keys", "values", "written"):
+                t = getattr(self, name)
+                setattr(self, name, torch.cat([t[:, :, :self.num_sink], t[:, :, cut:]], dim=2))
+            self.evictions += 1
+            return
         b, h = self.keys.shape[:2]
         idx = self.policy.select(self.scores, b, n, self.num_sink, self.recent, self.capacity, self.device)
         idx_kv = idx.expand(b, h, idx.shape[-1])
@@ -191,7 +199,8 @@ class SinkCache(Cache):
         if positions == "original":
             rope_adapter(model)       # same architecture check, so every mode refuses the same models
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        layers = [SinkLayer(num_sink, window, rope, policy, positions) for _ in range(config.num_hidden_layers)]
+        memo: dict = {}
+        layers = [SinkLayer(num_sink, window, rope, policy, positions, memo) for _ in range(config.num_hidden_layers)]
         super().__init__(layers=layers)
         self.num_sink, self.window, self.policy, self.positions = num_sink, window, policy, positions
         self._install_position_hook(model)
