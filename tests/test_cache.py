@@ -101,6 +101,22 @@ def test_large_cache_is_identical_to_dynamic_cache(arch):
     assert all(torch.equal(x, y) for x, y in zip(a.scores, b.scores))
 
 
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_original_positions_equal_dense_attention_with_evicted_keys_masked(chunk):
+    """positions="original" (H2O / TOVA / SnapKV style): no re-rotation, the mask offset keeps causality."""
+    model = build("llama")
+    num_sink, window, n = 2, 10, 40
+    ids = tokens(n)
+    got = stream(model, SinkCache(model, num_sink=num_sink, window=window, positions="original"), ids, chunk)
+    dense, want = DynamicCache(config=model.config), []
+    with torch.no_grad():
+        for t in range(0, n, chunk):
+            mask = torch.tensor([[1 if j < num_sink or j >= t - window else 0 for j in range(t + chunk)]])
+            want.append(model(ids[:, t:t + chunk], attention_mask=mask, position_ids=torch.arange(t, t + chunk)[None],
+                              past_key_values=dense, use_cache=True).logits)
+    torch.testing.assert_close(got, torch.cat(want, dim=1), atol=1e-5, rtol=1e-5)
+
+
 # ---- generate past the window ------------------------------------------------------------------------------------
 def test_generate_runs_past_the_window_and_stays_bounded():
     model = build("llama")
