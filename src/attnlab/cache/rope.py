@@ -55,7 +55,9 @@ class RopeAdapter:
     def rotate(self, keys: torch.Tensor, delta: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
         """Rotate ``keys [..., n, D]`` by ``delta`` positions (int, broadcastable to ``keys.shape[:-1]``).
 
-        Returns float32. A delta of 0 returns the key unchanged (cos 0 = 1, sin 0 = 0 exactly). ``memo`` (a
+        This is StreamingLLM's position shift (Xiao et al., ICLR 2024) done one shot from the model's own key
+        instead of re-applying RoPE to a pre-RoPE key (the official code); both give the same key up to float32
+        rounding. Returns float32. A delta of 0 returns the key unchanged (cos 0 = 1, sin 0 = 0 exactly). ``memo`` (a
         dict) keeps the cos/sin of the last ``delta``: StreamingLLM's deltas are the same for every layer and,
         once the window is full, for every step, so they are computed once.
         """
@@ -121,6 +123,10 @@ def rope_adapter(model) -> RopeAdapter:
 
 
 def max_positions(model) -> int | None:
-    """The number of positions the model was trained on (``max_position_embeddings``), if the config says."""
+    """The number of positions the model was trained on (``max_position_embeddings``), if the config says.
+
+    StreamingLLM (Xiao et al., ICLR 2024) needs ``num_sink + window`` below it: the cache reuses positions
+    ``0 .. num_sink + window`` forever.
+    """
     config = _text_config(getattr(model, "config", model))
     return getattr(config, "max_position_embeddings", None)

@@ -17,6 +17,9 @@ from attnlab.probes.attention import Probe
 class CacheScorer(Probe):
     """Feeds each layer's attention probabilities to ``cache.layers[layer].observe``.
 
+    The signal H2O (Zhang et al., NeurIPS 2023), TOVA (Oren et al., EMNLP 2024) and SnapKV (Li et al.,
+    NeurIPS 2024) read from eager attention maps in their official code, recomputed here from q and k.
+
     Put it in a :class:`attnlab.Plan`'s probes (``cache.observing(model)`` does that for you). Padding
     queries are ignored by the cache (the sink cache refuses padded batches anyway).
     """

@@ -42,8 +42,9 @@ def keep_indices(scores: torch.Tensor, num_sink: int, recent: int, capacity: int
 def group_heads(scores: torch.Tensor, n_kv: int, reduce: str = "mean") -> torch.Tensor:
     """``[B, H, ...] -> [B, n_kv, ...]``: combine the ``H / n_kv`` query heads that share each KV head (GQA).
 
-    ``reduce`` is ``"mean"`` (kvpress and SnapKV's GQA fix) or ``"max"`` (a token any head of the group
-    needs is kept).
+    ``reduce`` is ``"mean"`` (kvpress, and the GQA fix of SnapKV, Li et al. NeurIPS 2024) or ``"max"`` (a token
+    any head of the group needs is kept). H2O (Zhang et al., NeurIPS 2023) was defined for MHA models, where
+    no aggregation is needed.
     """
     b, h = scores.shape[:2]
     if h % n_kv:
