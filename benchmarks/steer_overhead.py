@@ -22,8 +22,13 @@ import time
 
 from measure import PeakSampler
 
-HEADS = "L0H0-3,L1H0-3,L2H0-3,L3H0-3"
 ALPHA = 0.01
+
+
+def half_the_heads(config) -> str:
+    """The first half of every layer's heads, as a HeadSet spec (PASTA on 50% of the heads)."""
+    half = config.num_attention_heads // 2
+    return ",".join(f"L{l}H0-{half - 1}" for l in range(config.num_hidden_layers))
 
 
 def prompt_of(tok, length: int) -> tuple[str, str]:
@@ -69,13 +74,14 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
     model = LlamaForCausalLM.from_pretrained(TINY_PATH, max_position_embeddings=max(length + new_tokens, 512),
                                              attn_implementation="sdpa").eval()
     tok = AutoTokenizer.from_pretrained(TINY_PATH)
+    HEADS = half_the_heads(model.config)
     text, span = prompt_of(tok, length)
     enc = tok(text, return_tensors="pt")
     if method == "float-mask":
         inputs = Spans.encode(tok, [text], {"e": span})
         bias = torch.where(inputs.masks["e"][0], 0.0, math.log(ALPHA))[None]
         heads = {}
-        for l, h in HeadSet.parse(HEADS, 4, 8):
+        for l, h in HeadSet.parse(HEADS, model.config.num_hidden_layers, model.config.num_attention_heads):
             heads.setdefault(l, []).append(h)
         AttentionInterface.register("pasta_float_mask", float_mask_attention(
             {"heads": heads, "prompt_len": enc["input_ids"].shape[1], "bias": bias}))
@@ -133,7 +139,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"steering overhead: PASTA on 50% of heads (tiny, {args.threads} thread(s), median of "
+    table = Table(title=f"steering overhead: PASTA on 50% of the heads (tiny, {args.threads} thread(s), median of "
                         f"{args.repeats})")
     for col in ("tokens", "method", "prefill s", "prefill peak MiB", "decode tok/s", "tok/s vs sdpa",
                 "peak vs sdpa"):
