@@ -5,7 +5,7 @@
 * ``float-mask`` -- the official PASTA approach: eager attention with the 4-D mask expanded to every
   head and ``log alpha`` added to the steered heads' columns (a ``[B, H, q, k]`` float tensor per layer).
 
-Model: the bundled ``tiny`` weights (4 layers x 8 heads) with the position limit lifted. Each case runs in
+Model: the bundled ``tiny`` weights with the position limit lifted. Each case runs in
 a fresh subprocess.
 
     python benchmarks/steer_overhead.py [--lengths 512 2048 8192] [--new-tokens 32] [--threads 1]
@@ -74,17 +74,17 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
     model = LlamaForCausalLM.from_pretrained(TINY_PATH, max_position_embeddings=max(length + new_tokens, 512),
                                              attn_implementation="sdpa").eval()
     tok = AutoTokenizer.from_pretrained(TINY_PATH)
-    HEADS = half_the_heads(model.config)
+    heads = half_the_heads(model.config)
     text, span = prompt_of(tok, length)
     enc = tok(text, return_tensors="pt")
     if method == "float-mask":
         inputs = Spans.encode(tok, [text], {"e": span})
         bias = torch.where(inputs.masks["e"][0], 0.0, math.log(ALPHA))[None]
-        heads = {}
-        for l, h in HeadSet.parse(HEADS, model.config.num_hidden_layers, model.config.num_attention_heads):
-            heads.setdefault(l, []).append(h)
+        by_layer = {}
+        for l, h in HeadSet.parse(heads, model.config.num_hidden_layers, model.config.num_attention_heads):
+            by_layer.setdefault(l, []).append(h)
         AttentionInterface.register("pasta_float_mask", float_mask_attention(
-            {"heads": heads, "prompt_len": enc["input_ids"].shape[1], "bias": bias}))
+            {"heads": by_layer, "prompt_len": enc["input_ids"].shape[1], "bias": bias}))
         model.set_attn_implementation("pasta_float_mask")
 
     def prefill():
@@ -110,9 +110,9 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
     short = tok(text[:80], return_tensors="pt")
     with torch.no_grad():
         if method == "attnlab":
-            with attnlab.steer(model, attnlab.PASTA(text[:20], heads=HEADS, alpha=ALPHA), tokenizer=tok):
+            with attnlab.steer(model, attnlab.PASTA(text[:20], heads=heads, alpha=ALPHA), tokenizer=tok):
                 model(**short)  # warm-up on a short prompt, so the measured peak is the long prompt's own
-            with attnlab.steer(model, attnlab.PASTA(span, heads=HEADS, alpha=ALPHA), tokenizer=tok):
+            with attnlab.steer(model, attnlab.PASTA(span, heads=heads, alpha=ALPHA), tokenizer=tok):
                 prefill_s, peak, decode_s = timed()
         else:
             if method == "float-mask":
