@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import warnings
+
 import torch
 
-from attnlab.errors import AttnlabError
+from attnlab.errors import AttnlabError, AttnlabWarning
 
 
 @dataclass
@@ -15,10 +17,40 @@ class TokenContext:
     ``valid`` and every ``spans[name]`` are ``[B, P]`` bool over the padded prompt (left padding puts the
     first real token of row ``b`` at ``first[b] > 0``); keys and queries at positions ``>= P`` are
     generated, and real.
+
+    ``cache`` is the evicting cache of the generation (a :class:`attnlab.cache.SinkCache`), if any: once it
+    has evicted, key ``j`` of a layer is the text token ``cache.key_positions(layer)[:, j]``, and
+    :meth:`remap` gives the view of this context the steering of that layer must use. ``evicted`` counts,
+    per span name, the span's tokens the cache no longer holds (the most over layers and rows).
     """
 
     valid: torch.Tensor
     spans: dict[str, torch.Tensor] = field(default_factory=dict)
+    cache: object = field(default=None, repr=False)
+    evicted: dict[str, int] = field(default_factory=dict)
+
+    def key_positions(self, layer: int) -> torch.Tensor | None:
+        """``[B, K]`` original positions of ``layer``'s keys when an evicting cache has re-indexed them, else None."""
+        return None if self.cache is None else self.cache.key_positions(layer)
+
+    def remap(self, positions: torch.Tensor) -> "KeyMappedContext":
+        """This context for keys at original ``positions [B, K]``; records (and warns about) evicted spans."""
+        self._note_evictions(positions)
+        return KeyMappedContext(self, positions)
+
+    def _note_evictions(self, positions: torch.Tensor) -> None:
+        p = self.prompt_length
+        inside = positions < p
+        at = positions.clamp(max=p - 1).cpu()
+        for name, mask in self.spans.items():
+            kept = (mask.gather(1, at) & inside.cpu()).sum(1)
+            lost = int((mask.sum(1) - kept).max())
+            if lost > self.evicted.get(name, 0):
+                if name not in self.evicted:
+                    warnings.warn(f"steered span '{name}' lost {lost} of {int(mask.sum(1).max())} tokens to the "
+                                  "cache's eviction; its steering now acts on the tokens still cached "
+                                  "(see Steering.evicted_spans)", AttnlabWarning, stacklevel=2)
+                self.evicted[name] = lost
 
     @property
     def prompt_length(self) -> int:
@@ -86,3 +118,41 @@ class TokenContext:
         else:
             full = self._extend(self.span(selector[5:]), k_len, False)
         return full[:, k_len - q_len:]
+
+
+class KeyMappedContext:
+    """A :class:`TokenContext` seen through an evicting cache: key ``j`` is text position ``positions[:, j]``.
+
+    Every mask is built over the original positions ``0 .. max(positions)`` by the base context and then
+    gathered at the kept positions, so a span's bias lands on the span's tokens still in the cache and on
+    nothing else; query masks use the positions of the last ``q_len`` keys (the tokens of this forward).
+    """
+
+    def __init__(self, base: TokenContext, positions: torch.Tensor) -> None:
+        self.base, self.positions = base, positions.cpu()
+        self.length = int(self.positions.max()) + 1
+        self.valid = base.valid
+        self.spans = base.spans
+
+    @property
+    def prompt_length(self) -> int:
+        return self.base.prompt_length
+
+    def _gather(self, full: torch.Tensor, k_len: int) -> torch.Tensor:
+        if k_len != self.positions.shape[1]:
+            raise AttnlabError(f"the attention sees {k_len} keys but the cache maps {self.positions.shape[1]}: pass "
+                               "the same cache as past_key_values to every forward of the steered generation")
+        return full.gather(1, self.positions.expand(full.shape[0], -1))
+
+    def valid_keys(self, k_len: int) -> torch.Tensor:
+        return self._gather(self.base.valid_keys(self.length), k_len)
+
+    def span(self, name: str) -> torch.Tensor:
+        return self.base.span(name)
+
+    def key_mask(self, selector, k_len: int) -> torch.Tensor:
+        return self._gather(self.base.key_mask(selector, self.length), k_len)
+
+    def query_mask(self, selector, q_len: int, k_len: int) -> torch.Tensor:
+        full = self.base.query_mask(selector, self.length, self.length)
+        return self._gather(full, k_len)[:, k_len - q_len:]

@@ -14,6 +14,7 @@ import torch
 
 from attnlab.context import TokenContext
 from attnlab.edits import LayerSteering, static_layer_steering
+from attnlab.errors import AttnlabError
 from attnlab.probes.chunked import attention_chunks
 
 
@@ -50,6 +51,9 @@ class Plan:
         """Everything the edits ask of ``layer`` for this call (identity when none touches it)."""
         heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
         out = LayerSteering()
+        positions = self.context.key_positions(layer) if self.context is not None else None
+        if positions is not None:
+            return self._evicted_steering(layer, heads, q_len, k_len, positions)
         if self.edits and q_len == 1 and k_len > self.context.prompt_length:
             out = self._decode_static(layer, heads, k_len)
         elif self.edits:
@@ -59,6 +63,18 @@ class Plan:
             if extra is not None:
                 out.add_bias(*extra)
         return out
+
+    def _evicted_steering(self, layer: int, heads: int, q_len: int, k_len: int, positions) -> LayerSteering:
+        """Static edits over keys an evicting cache re-indexed: masks are mapped through their original positions."""
+        if self.dynamic:
+            names = ", ".join(sorted({type(e).__name__ for e in self.dynamic}))
+            raise AttnlabError(f"dynamic steering ({names}) measures attention over prompt positions and cannot follow "
+                               "a cache that evicts tokens: use a static method (PASTA, ZeroTuning, InstABoost, "
+                               "head scaling) or a window larger than the generation")
+        if not self.edits:
+            return LayerSteering()
+        ctx = self.context.remap(positions)
+        return static_layer_steering(self.edits, layer, self.head_masks(heads), heads, q_len, k_len, ctx)
 
     def _decode_static(self, layer: int, heads: int, k_len: int) -> LayerSteering:
         """Static edits at a decode step: a dense ``[B, H, 1, K]`` bias sliced from a per-layer buffer.

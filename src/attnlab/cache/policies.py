@@ -22,6 +22,7 @@ class Policy:
 
     name = "policy"
     needs_attention = False
+    per_head = False      # True: each KV head keeps its own tokens (steering cannot follow such a cache)
 
     def __init__(self, recent: int | None = None, reduce: str = "mean") -> None:
         if recent is not None and recent < 0:
@@ -92,6 +93,7 @@ class H2O(Policy):
 
     name = "h2o"
     needs_attention = True
+    per_head = True
 
     def default_recent(self, window: int) -> int:
         return window // 2
@@ -138,6 +140,7 @@ class SnapKV(Policy):
 
     name = "snapkv"
     needs_attention = True
+    per_head = True
 
     def __init__(self, window_size: int = 32, kernel_size: int = 5, pooling: str = "avg", reduce: str = "mean"):
         if window_size < 1 or kernel_size < 1 or kernel_size % 2 == 0:

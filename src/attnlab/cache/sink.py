@@ -40,7 +40,9 @@ class SinkLayer(DynamicLayer):
     """One layer of a :class:`SinkCache`: raw keys, values, written positions and policy scores, kept in sync.
 
     ``keys`` / ``values`` are ``[B, Hkv, n, D]`` as the model produced them; ``written [B, Hkv, n]`` the
-    position each key was rotated at; ``scores [B, Hs, n]`` float32 or None (see :mod:`attnlab.cache.policies`).
+    position each key was rotated at; ``origin [B, Hkv, n]`` each token's position in the original text
+    (what steering maps its key masks through); ``scores [B, Hs, n]`` float32 or None (see
+    :mod:`attnlab.cache.policies`).
     """
 
     is_croppable = False
@@ -56,6 +58,7 @@ class SinkLayer(DynamicLayer):
 
     def _reset_state(self) -> None:
         self.written: torch.Tensor | None = None
+        self.origin: torch.Tensor | None = None
         self.scores: torch.Tensor | None = None
         self.seen = 0                 # tokens ever appended (original positions)
         self.last_q_len = 0
@@ -92,6 +95,7 @@ class SinkLayer(DynamicLayer):
         self.keys = key_states.new_empty(b, h, 0, d)
         self.values = value_states.new_empty(b, h, 0, value_states.shape[-1])
         self.written = torch.empty(b, h, 0, dtype=torch.long, device=self.device)
+        self.origin = torch.empty(b, h, 0, dtype=torch.long, device=self.device)
         self.is_initialized = True
 
     def update(self, key_states, value_states, *args, **kwargs):
@@ -105,6 +109,8 @@ class SinkLayer(DynamicLayer):
         self.keys = torch.cat([self.keys, key_states], dim=-2)
         self.values = torch.cat([self.values, value_states], dim=-2)
         self.written = torch.cat([self.written, new_pos.expand(*key_states.shape[:2], q)], dim=-1)
+        origin = torch.arange(self.seen, self.seen + q, device=self.device)
+        self.origin = torch.cat([self.origin, origin.expand(*key_states.shape[:2], q)], dim=-1)
         self.scores = self.policy.extend(self.scores, q)
         self.seen += q
         self.last_q_len = q
@@ -128,7 +134,7 @@ class SinkLayer(DynamicLayer):
                                "inside `with cache.observing(model):` (or add cache.scorer() to your Plan's probes)")
         if isinstance(self.policy, StreamingLLM):          # positional: two slices, no gather
             cut = n - self.recent
-            for name in ("keys", "values", "written"):
+            for name in ("keys", "values", "written", "origin"):
                 t = getattr(self, name)
                 setattr(self, name, torch.cat([t[:, :, :self.num_sink], t[:, :, cut:]], dim=2))
             self.evictions += 1
@@ -140,6 +146,7 @@ class SinkLayer(DynamicLayer):
         self.keys = self.keys.gather(2, gather)
         self.values = self.values.gather(2, idx_kv[..., None].expand(-1, -1, -1, self.values.shape[-1]))
         self.written = self.written.gather(2, idx_kv)
+        self.origin = self.origin.gather(2, idx_kv)
         if self.scores is not None:
             self.scores = self.scores.gather(2, idx.expand(b, self.scores.shape[1], idx.shape[-1]))
         self.evictions += 1
@@ -151,7 +158,7 @@ class SinkLayer(DynamicLayer):
 
     # ---- batch / beam operations -------------------------------------------------------------------------------
     def _map_batch(self, fn) -> None:
-        for name in ("keys", "values", "written", "scores"):
+        for name in ("keys", "values", "written", "origin", "scores"):
             tensor = getattr(self, name)
             if tensor is not None and tensor.shape[0] > 0:
                 setattr(self, name, fn(tensor))
@@ -226,6 +233,30 @@ class SinkCache(Cache):
 
         with attached(model, Plan(probes=[self.scorer()])):
             yield self
+
+    def key_positions(self, layer: int) -> torch.Tensor | None:
+        """``[B, K]``: the original text position of each key layer ``layer`` holds, or None before any eviction.
+
+        Before the first eviction the keys are the text's tokens in order, so no mapping is needed. Steering
+        (:func:`attnlab.steer`) maps its key masks through these positions; a per-head policy (H2O, SnapKV)
+        keeps different tokens per KV head, which a per-key mask cannot follow, hence the error.
+        """
+        cached = self.layers[layer]
+        if not cached.is_initialized or cached.evictions == 0:
+            return None
+        origin = cached.origin
+        if origin.shape[1] > 1 and not bool((origin == origin[:, :1]).all()):
+            raise AttnlabError(f"the {self.policy.name} policy keeps different tokens per KV head, which steering "
+                               "cannot follow: steer with the default StreamingLLM policy or TOVA")
+        return origin[:, 0]
+
+    def check_steerable(self, model) -> None:
+        """Refuse, before generation starts, a cache whose evictions steering could not follow."""
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        if self.policy.per_head and n_kv > 1:
+            raise AttnlabError(f"the {self.policy.name} policy keeps different tokens per KV head, which steering "
+                               "cannot follow: steer with the default StreamingLLM policy or TOVA")
 
     def _install_position_hook(self, model) -> None:
         decoder = getattr(model, "model", model)

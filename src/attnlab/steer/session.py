@@ -31,6 +31,18 @@ class Steering:
     def context(self) -> TokenContext | None:
         return self.plan.context
 
+    @property
+    def evicted_spans(self) -> dict[str, int]:
+        """Per steered span, how many of its tokens an evicting cache (``SinkCache``) no longer holds.
+
+        Empty while nothing was evicted. The steering of those tokens has stopped; it goes on for the rest.
+        Kept after the block ends, for the last generation.
+        """
+        ctx = self.plan.context if self.plan.context is not None else self._last_context
+        return {} if ctx is None else {name: n for name, n in ctx.evicted.items() if n}
+
+    _last_context: TokenContext | None = None
+
 
 def build_plan(model, methods, probes=()) -> tuple[Plan, dict]:
     """Resolve ``methods`` (Method objects or raw Edits) into a Plan and the span specs it needs."""
@@ -89,15 +101,19 @@ def steer(model, *methods, tokenizer=None, probes=()):
         valid = mask.bool().cpu() if mask is not None and mask.dim() == 2 else torch.ones(shape, dtype=torch.bool)
         spans = {name: Spans.resolve(tokenizer, input_ids.cpu(), valid, spec, name)
                  for name, spec in span_specs.items()}
-        plan.context = TokenContext(valid=valid, spans=spans)
+        if hasattr(cache, "key_positions"):
+            cache.check_steerable(model)
+        plan.context = TokenContext(valid=valid, spans=spans, cache=cache if hasattr(cache, "key_positions") else None)
+        handle._last_context = plan.context
         for edit in plan.dynamic:
             edit.reset()
         return None
 
+    handle = Steering(plan, list(methods))
     hook = model.register_forward_pre_hook(on_forward, with_kwargs=True)
     try:
         with seam.attached(model, plan):
-            yield Steering(plan, list(methods))
+            yield handle
     finally:
         hook.remove()
         plan.context = None
