@@ -318,5 +318,185 @@ def schema():
     console.print_json(json.dumps(Report.model_json_schema()))
 
 
+STREAM_FILES = ["stream.json", "stream.png"]
+
+
+@app.command()
+def stream(
+    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="a UTF-8 text to stream, repeated as needed "
+                                        "(default: the bundled haystack + sample text)"),
+    policy: str = typer.Option("sink", help="the cache policy to measure: sink, window, h2o, tova or snapkv"),
+    sinks: int = typer.Option(4, help="attention-sink tokens the cache keeps"),
+    window: int = typer.Option(256, help="other tokens the cache keeps; the cache holds sinks + window"),
+    tokens: int = typer.Option(4000, help="tokens to stream"),
+    modes: str = typer.Option("dense,window,recompute,policy", help="comma list of dense, window, recompute, sink, "
+                              "h2o, tova, snapkv; 'policy' is --policy"),
+    recompute_every: int = typer.Option(25, help="recompute: one fresh forward every this many tokens"),
+    dense_tokens: Optional[int] = typer.Option(None, help="dense stops here (default: twice the model's positions)"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/stream-<time>)"),
+    overwrite: bool = typer.Option(False, help="replace stream.json / stream.png already in --out"),
+    threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
+    trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
+):
+    """Streaming perplexity: dense vs window vs sliding window with recompute vs a sink cache policy.
+
+    Writes stream.json (every number, and the command) and stream.png (running perplexity) to --out.
+    """
+    def body():
+        import attnlab
+        from attnlab.cache.evaluate import check_settings, resolve_modes, stream_ids, stream_perplexity
+        from attnlab.cache.plots import stream_plot
+
+        set_threads(threads)
+        text = read_text_file(file) if file is not None else None
+        chosen = resolve_modes([m.strip() for m in modes.split(",") if m.strip()], policy)
+        if recompute_every < 1:
+            raise AttnlabError(f"--recompute-every must be >= 1, got {recompute_every}")
+        with console.status(f"loading {model}"):
+            m, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
+        check_settings(m, sinks, window, chosen)
+        ids = stream_ids(tok, tokens, text)
+        target = output_dir(out, "stream", STREAM_FILES, overwrite)
+        with progress_bar() as bar:
+            jobs = {}
+
+            def advance(mode, done, total):
+                if mode not in jobs:
+                    jobs[mode] = bar.add_task(mode, total=total)
+                bar.update(jobs[mode], completed=done)
+
+            report = stream_perplexity(m, ids, modes=chosen, num_sink=sinks, window=window, policy=policy,
+                                       dense_tokens=dense_tokens, recompute_every=recompute_every,
+                                       on_progress=advance)
+        report["model"] = model
+        report["file"] = str(file) if file is not None else "bundled haystack.txt + sample.txt"
+        report["command"] = (f"attnlab stream {model}" + (f" --file {file}" if file is not None else "") +
+                             f" --policy {policy} --sinks {sinks} --window {window} --tokens {tokens} "
+                             f"--modes {','.join(chosen)} --recompute-every {recompute_every}" +
+                             (f" --dense-tokens {dense_tokens}" if dense_tokens else ""))
+        print_stream(report)
+        stream_plot(report, target / "stream.png")
+        (target / "stream.json").write_text(json.dumps(report, indent=1))
+        console.print(f"wrote {', '.join(str(target / n) for n in STREAM_FILES)}")
+    run(body)
+
+
+def set_threads(threads: int) -> None:
+    """``torch.set_num_threads`` with a one-line error for a bad count."""
+    import torch
+
+    if threads < 1:
+        raise AttnlabError(f"--threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+def fmt_bytes(n) -> str:
+    """``1.5MiB`` / ``546KiB`` / ``-``."""
+    if n is None:
+        return "-"
+    return f"{n / 2 ** 20:.1f}MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:.0f}KiB"
+
+
+def print_stream(report: dict) -> None:
+    """The tables of ``attnlab stream``: perplexity per segment, then speed and memory per mode, then ratios."""
+    import math
+
+    from rich.table import Table
+
+    modes = list(report["modes"])
+    segs = Table(title=f"streaming perplexity - {report['model']}, {report['tokens']} tokens, cache "
+                       f"{report['num_sink']}+{report['window']} (window mode 0+{report['cache_size']}), "
+                       f"model positions {report['model_positions']}")
+    segs.add_column("tokens", justify="right")
+    for mode in modes:
+        segs.add_column(mode, justify="right")
+    for i, seg in enumerate(report["segments"][modes[0]]):
+        cells = [report["segments"][mode][i]["ppl"] for mode in modes]
+        segs.add_row(f"{seg['start']}-{seg['stop']}", *("-" if c is None else f"{c:.2f}" for c in cells))
+    console.print(segs)
+    summary = Table(title="per mode (n: positions evaluated; ppl@rc: on the recompute positions; cache at the "
+                          "end; peak RSS growth)")
+    for col in ("mode", "n", "ppl", "ppl@rc", "tok/s", "cache", "peak RSS"):
+        summary.add_column(col, justify="right")
+    for mode, e in report["modes"].items():
+        rc = e.get("nll_on_recompute_positions")
+        cache = "-" if e["cache_bytes_end"] is None else f"{e['cache_tokens_end']}t {fmt_bytes(e['cache_bytes_end'])}"
+        summary.add_row(mode, str(e["evaluated"]), f"{e['ppl']:.2f}", "-" if rc is None else f"{math.exp(rc):.2f}",
+                        f"{e['tokens_per_s']:.1f}", cache, fmt_bytes(e["peak_rss_bytes"]))
+    console.print(summary)
+    for key, value in report["ratios"].items():
+        console.print(f"  {key}: {value:.2f}")
+
+
+@app.command()
+def generate(
+    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="the text to continue"),
+    stream_cache: bool = typer.Option(False, "--stream", help="generate through a sink cache (StreamingLLM): "
+                                      "memory stays bounded, past the model's positions"),
+    max_new_tokens: int = typer.Option(100, help="tokens to generate (Ctrl-C stops early)"),
+    sinks: int = typer.Option(4, help="--stream: attention-sink tokens the cache keeps"),
+    window: int = typer.Option(256, help="--stream: other tokens the cache keeps"),
+    sample: bool = typer.Option(False, help="sample instead of greedy decoding"),
+    temperature: float = typer.Option(1.0, help="sampling temperature"),
+    seed: int = typer.Option(0, help="sampling seed"),
+    ignore_eos: bool = typer.Option(False, help="go on past the end-of-text token"),
+    threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
+    trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
+):
+    """Generate text, printed as it comes; with --stream through a bounded sink cache, as long as you like."""
+    def body():
+        import torch
+        from transformers import TextStreamer
+
+        import attnlab
+        from attnlab.cache import SinkCache
+        from attnlab.cache.evaluate import cache_bytes, check_settings
+
+        set_threads(threads)
+        if max_new_tokens < 1:
+            raise AttnlabError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+        if sample and not temperature > 0:
+            raise AttnlabError(f"--temperature must be > 0, got {temperature}")
+        if not prompt.strip():
+            raise AttnlabError("the prompt is empty: give some text to continue")
+        with console.status(f"loading {model}"):
+            m, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
+        ids = tok(prompt, return_tensors="pt").input_ids
+        limit = getattr(m.config, "max_position_embeddings", None)
+        cache = None
+        if stream_cache:
+            check_settings(m, sinks, window, ["sink"])
+            cache = SinkCache(m, num_sink=sinks, window=window)
+        elif limit is not None and ids.shape[1] + max_new_tokens > limit:
+            raise AttnlabError(f"prompt ({ids.shape[1]} tokens) + --max-new-tokens {max_new_tokens} exceed the model's "
+                               f"{limit} positions: use --stream to generate past them with a bounded cache")
+        torch.manual_seed(seed)
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sample, pad_token_id=tok.pad_token_id,
+                      streamer=TextStreamer(tok, skip_prompt=True))
+        if sample:
+            kwargs["temperature"] = temperature
+        if ignore_eos:
+            kwargs["min_new_tokens"] = max_new_tokens
+        console.print(f"[bold]{prompt}[/bold]", end="")
+        start, new = time.perf_counter(), 0
+        try:
+            with torch.no_grad():
+                out = m.generate(ids, past_key_values=cache, **kwargs)
+            new = out.shape[1] - ids.shape[1]
+        except KeyboardInterrupt:
+            console.print("\n[yellow]stopped[/yellow]")
+            new = cache.layers[0].seen - ids.shape[1] if cache is not None else 0
+        seconds = time.perf_counter() - start
+        speed = f", {new / seconds:.1f} tokens/s" if new and seconds > 0 else ""
+        if cache is not None:
+            console.print(f"\n{new} new tokens{speed}; cache: {cache.get_seq_length()} of {sinks}+{window} tokens "
+                          f"per layer ({fmt_bytes(cache_bytes(cache))}), {cache.layers[0].evictions} evictions")
+        else:
+            console.print(f"\n{new} new tokens{speed}")
+    run(body)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -1,0 +1,123 @@
+"""`attnlab stream` and `attnlab generate --stream`: valid JSON / PNG, bounded caches, bad input in one line."""
+import json
+import math
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from attnlab.cli import app
+
+runner = CliRunner()
+
+
+def invoke(args):
+    return runner.invoke(app, args, catch_exceptions=False)
+
+
+def test_stream_writes_json_and_png_for_every_mode(tmp_path):
+    out = tmp_path / "out"
+    result = invoke(["stream", "--tokens", "400", "--window", "60", "--recompute-every", "40", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "stream.json").read_text())
+    assert (out / "stream.png").read_bytes()[:4] == b"\x89PNG"
+    assert list(report["modes"]) == ["dense", "window", "recompute", "sink"]
+    assert report["tokens"] == 400 and report["cache_size"] == 64 and report["command"].startswith("attnlab stream")
+    modes = report["modes"]
+    assert modes["sink"]["cache_tokens_end"] == 64 and modes["window"]["cache_tokens_end"] == 64
+    assert modes["dense"]["cache_tokens_end"] == 400                           # dense grows with the text
+    assert modes["dense"]["cache_bytes_end"] > 5 * modes["sink"]["cache_bytes_end"]
+    assert modes["recompute"]["evaluated"] == 10
+    for mode, entry in modes.items():
+        assert math.isfinite(entry["ppl"]) and entry["tokens_per_s"] > 0, mode
+        curve = report["curves"][mode]
+        assert curve["tokens"][-1] == entry["evaluated"] if mode != "recompute" else curve["tokens"][-1] == 361
+        assert curve["ppl"][-1] == pytest.approx(entry["ppl"], rel=1e-6)
+    assert len(report["segments"]["sink"]) == 10
+    assert "sink_ppl / recompute_ppl (same positions)" in report["ratios"]
+    assert "perplexity" in result.output and "window_ppl / sink_ppl" in result.output
+
+
+def test_stream_policy_and_file(tmp_path):
+    text = tmp_path / "book.txt"
+    text.write_text("It was a bright cold day in April, and the clocks were striking thirteen. " * 5, encoding="utf-8")
+    out = tmp_path / "o"
+    result = invoke(["stream", "--file", str(text), "--policy", "tova", "--modes", "window,policy", "--tokens", "150",
+                     "--sinks", "2", "--window", "30", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "stream.json").read_text())
+    assert list(report["modes"]) == ["window", "tova"] and report["policy"] == "tova"
+    assert report["modes"]["tova"]["cache_tokens_end"] == 32
+    assert "book.txt" in report["file"] and "--policy tova" in report["command"]
+
+
+def _one_error_line(result):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error")]) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window", "0"], "--window must be an integer > 0"),
+    (["--sinks", "-1"], "--sinks must be an integer >= 0"),
+    (["--window", "600"], "it has 512 positions"),
+    (["--policy", "lru"], "unknown policy 'lru'"),
+    (["--modes", "dense,fast"], "unknown mode 'fast'"),
+    (["--tokens", "0"], "--tokens must be >= 1"),
+    (["minilm"], "cannot re-assign positions for model type 'bert'"),
+])
+def test_stream_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "never"
+    result = invoke(["stream", "--tokens", "50", "--out", str(out)] + args)
+    _one_error_line(result)
+    assert message in result.output
+    assert not out.exists()
+
+
+def test_stream_bad_files_are_one_line_and_write_nothing(tmp_path):
+    empty, binary = tmp_path / "empty.txt", tmp_path / "bin.txt"
+    empty.write_text("  \n")
+    binary.write_bytes(b"\xff\xfe\x00bad")
+    for path, message in ((empty, "is empty"), (binary, "not UTF-8"), (tmp_path / "missing.txt", "is not a file")):
+        out = tmp_path / f"out-{path.stem}"
+        result = invoke(["stream", "--file", str(path), "--tokens", "50", "--out", str(out)])
+        _one_error_line(result)
+        assert message in result.output
+        assert not out.exists()
+
+
+def test_stream_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stream.json").write_text("mine")
+    result = invoke(["stream", "--tokens", "50", "--out", str(out)])
+    _one_error_line(result)
+    assert "already exists" in result.output
+    assert (out / "stream.json").read_text() == "mine" and not (out / "stream.png").exists()
+
+
+def test_generate_stream_runs_past_the_window_with_a_bounded_cache():
+    result = invoke(["generate", "--prompt", "The old lighthouse keeper", "--stream", "--max-new-tokens", "60",
+                     "--sinks", "4", "--window", "16", "--ignore-eos"])
+    assert result.exit_code == 0, result.output
+    assert "60 new tokens" in result.output
+    assert "cache: 20 of 4+16 tokens per layer" in result.output
+    assert int(re.search(r"(\d+)\s+evictions", result.output).group(1)) > 0
+
+
+def test_generate_without_stream_stops_at_the_model_positions():
+    result = invoke(["generate", "--prompt", "The sea", "--max-new-tokens", "600"])
+    _one_error_line(result)
+    assert "use --stream" in result.output
+    ok = invoke(["generate", "--prompt", "The sea", "--max-new-tokens", "5"])
+    assert ok.exit_code == 0 and "new tokens" in ok.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream", "--window", "0"], "--window must be"), (["--stream", "--sinks", "-2"], "--sinks must be"),
+    (["--stream", "--window", "700"], "512 positions"), (["--max-new-tokens", "0"], "--max-new-tokens must be"),
+])
+def test_generate_bad_input(args, message):
+    result = invoke(["generate", "--prompt", "The sea"] + args)
+    _one_error_line(result)
+    assert message in result.output
