@@ -481,6 +481,11 @@ def generate(
             kwargs["min_new_tokens"] = max_new_tokens
         console.print(f"[bold]{prompt}[/bold]", end="")
         start, new = time.perf_counter(), 0
+        from transformers.utils import logging as hf_logging
+
+        level = hf_logging.get_verbosity()
+        if cache is not None:
+            hf_logging.set_verbosity_error()      # its "exceeded the maximum length" notice does not apply to a sink cache
         try:
             with torch.no_grad():
                 out = m.generate(ids, past_key_values=cache, **kwargs)
@@ -488,6 +493,8 @@ def generate(
         except KeyboardInterrupt:
             console.print("\n[yellow]stopped[/yellow]")
             new = cache.layers[0].seen - ids.shape[1] if cache is not None else 0
+        finally:
+            hf_logging.set_verbosity(level)
         seconds = time.perf_counter() - start
         speed = f", {new / seconds:.1f} tokens/s" if new and seconds > 0 else ""
         if cache is not None:
