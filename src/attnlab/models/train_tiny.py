@@ -109,6 +109,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--steps", type=int, default=6000)
     p.add_argument("--minutes", type=float, default=0, help="stop early after this wall time (0 = no cap)")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop after this step while the schedule runs as if to --steps (0 = run to --steps)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--layers", type=int, default=4)
@@ -170,7 +172,7 @@ def main(argv=None) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         tokens += batch.numel()
-        done = args.minutes and (time.time() - start) > args.minutes * 60
+        done = (args.minutes and (time.time() - start) > args.minutes * 60) or step == args.stop_after
         if step % args.eval_every == 0 or step == args.steps or done:
             model.eval()
             with torch.no_grad():
