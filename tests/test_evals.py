@@ -120,3 +120,11 @@ def test_cli_eval_and_sweep(tmp_path):
     assert bad.exit_code == 2 and "--n must be >= 1" in bad.output
     bad = runner.invoke(app, ["eval", "--task", "kv", "--method", "wizardry", "--n", "3"])
     assert bad.exit_code == 2 and "unknown method 'wizardry'" in bad.output
+
+
+def test_bucket_plot_handles_zero_and_full_accuracy(tmp_path):
+    from attnlab.evals.plots import bucket_plot
+
+    result = {"buckets": {"a": {"n": 60, "unsteered": 0.0, "steered": 1.0}}, "task": {"name": "kv"},
+              "method": {"name": "pasta"}, "n": 60, "paired": {"difference": 1.0, "ci_low": 1.0, "ci_high": 1.0}}
+    assert bucket_plot(result, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

@@ -21,7 +21,7 @@ def bucket_plot(result: dict, path: Path) -> Path:
         acc = [result["buckets"][b][key] for b in names]
         ns = [result["buckets"][b]["n"] for b in names]
         lo_hi = [wilson(a * n, n) for a, n in zip(acc, ns)]
-        err = np.array([[a - lo, hi - a] for a, (lo, hi) in zip(acc, lo_hi)]).T
+        err = np.clip(np.array([[a - lo, hi - a] for a, (lo, hi) in zip(acc, lo_hi)]).T, 0, None)
         ax.bar(x + offset, acc, 0.4, yerr=err, capsize=3, label=key, color=colour)
     ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center",
                   fontsize=8)
