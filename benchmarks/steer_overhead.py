@@ -61,6 +61,30 @@ def float_mask_attention(plan):
     return fn
 
 
+def flex_attention_fn(plan):
+    """FlexAttention with a ``score_mod`` adding PASTA's per-(head, key) bias; compiled once per length."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    compiled = torch.compile(flex_attention, dynamic=False)
+    cache = {}
+
+    def fn(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        q_len, k_len = query.shape[2], key.shape[2]
+        bias = torch.zeros(query.shape[1], k_len)
+        for head in plan["heads"].get(module.layer_idx, []):
+            bias[head, : plan["prompt_len"]] = plan["bias"][0]
+        if (q_len, k_len) not in cache:
+            cache[(q_len, k_len)] = create_block_mask(lambda b, h, qi, ki: qi + (k_len - q_len) >= ki, None, None,
+                                                      q_len, k_len, device="cpu")
+
+        def score_mod(score, b, h, qi, ki):
+            return score + bias[h, ki]
+        out = compiled(query, key, value, score_mod=score_mod, block_mask=cache[(q_len, k_len)], scale=scaling,
+                       enable_gqa=query.shape[1] != key.shape[1])
+        return out.transpose(1, 2).contiguous(), None
+    return fn
+
+
 def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
     global torch
     import torch
@@ -77,15 +101,16 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
     heads = half_the_heads(model.config)
     text, span = prompt_of(tok, length)
     enc = tok(text, return_tensors="pt")
-    if method == "float-mask":
+    if method in ("float-mask", "flex"):
         inputs = Spans.encode(tok, [text], {"e": span})
         bias = torch.where(inputs.masks["e"][0], 0.0, math.log(ALPHA))[None]
         by_layer = {}
         for l, h in HeadSet.parse(heads, model.config.num_hidden_layers, model.config.num_attention_heads):
             by_layer.setdefault(l, []).append(h)
-        AttentionInterface.register("pasta_float_mask", float_mask_attention(
-            {"heads": by_layer, "prompt_len": enc["input_ids"].shape[1], "bias": bias}))
-        model.set_attn_implementation("pasta_float_mask")
+        plan = {"heads": by_layer, "prompt_len": enc["input_ids"].shape[1], "bias": bias}
+        AttentionInterface.register("pasta_float_mask", float_mask_attention(plan))
+        AttentionInterface.register("pasta_flex", flex_attention_fn(plan))
+        model.set_attn_implementation("pasta_float_mask" if method == "float-mask" else "pasta_flex")
 
     def prefill():
         return model(**enc, use_cache=True, logits_to_keep=1)  # as generate does
@@ -114,6 +139,18 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
                 model(**short)  # warm-up on a short prompt, so the measured peak is the long prompt's own
             with attnlab.steer(model, attnlab.PASTA(span, heads=heads, alpha=ALPHA), tokenizer=tok):
                 prefill_s, peak, decode_s = timed()
+        elif method == "flex":
+            # prefill only: the compiled kernel is specialised to (q, k) lengths, so every decode step would
+            # recompile; the first call (compilation) is timed apart
+            start = time.perf_counter()
+            prefill()
+            compile_s = time.perf_counter() - start
+            with PeakSampler() as sampler:
+                start = time.perf_counter()
+                prefill()
+                prefill_s = time.perf_counter() - start
+            return {"method": method, "tokens": int(enc["input_ids"].shape[1]), "prefill_s": prefill_s,
+                    "prefill_peak_mib": sampler.peak / 2 ** 20, "decode_tok_s": float("nan"), "compile_s": compile_s}
         else:
             if method == "float-mask":
                 model.set_attn_implementation("sdpa")
@@ -131,6 +168,7 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="fresh runs per case; the median is reported")
+    p.add_argument("--flex", action="store_true", help="also FlexAttention with a score_mod (prefill only; compiles)")
     p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
@@ -146,7 +184,7 @@ def main() -> None:
         table.add_column(col, justify="right")
     rows = []
     for length in args.lengths:
-        runs = {m: [] for m in ("sdpa", "attnlab", "float-mask")}
+        runs = {m: [] for m in ("sdpa", "attnlab", "float-mask") + (("flex",) if args.flex else ())}
         for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every method alike
             for method in runs:
                 out = subprocess.run([sys.executable, __file__, "--case", method, str(length), "--new-tokens",
@@ -158,12 +196,15 @@ def main() -> None:
         base = None
         for method, results in runs.items():
             r = {k: statistics.median(x[k] for x in results) if k != "method" else method for k in results[0]}
+            if method == "flex":
+                method = f"flex (+{r['compile_s']:.0f}s compile)"
             rows.append(r)
             base = r if method == "sdpa" else base
             table.add_row(str(int(r["tokens"])), method, f"{r['prefill_s']:.3f}", f"{r['prefill_peak_mib']:.0f}",
-                          f"{r['decode_tok_s']:.1f}", f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x",
+                          f"{r['decode_tok_s']:.1f}" if r["decode_tok_s"] == r["decode_tok_s"] else "n/a",
+                          f"{r['decode_tok_s'] / base['decode_tok_s']:.2f}x",
                           f"{r['prefill_peak_mib'] / max(base['prefill_peak_mib'], 1e-9):.2f}x")
-    Console().print(table)
+    Console(width=160).print(table)
     print(json.dumps(rows))
 
 
