@@ -38,6 +38,7 @@ ROWS = [
     ("tiny", "format", "instaboost", ["--select", "m"]),
     ("tiny", "format", "zerotuning", ["--select", "gamma"]),
     ("tiny", "format", "act", []),
+    ("tiny", "format", "act", ["--select", "heads"]),
     ("minilm", "kv-masked", "pasta", ["--set", "heads=all"]),
     ("minilm", "kv-masked", "spotlight", []),
     ("minilm", "kv-masked", "zerotuning", ["--set", "gamma=0.5"]),
