@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from attnlab.report.plots import finish  # noqa: E402
+
 COLOURS = {"dense": "#888888", "window": "#d62728", "recompute": "#2ca02c", "sink": "#1f77b4", "h2o": "#9467bd",
            "tova": "#ff7f0e", "snapkv": "#8c564b"}
 
@@ -34,9 +36,5 @@ def stream_plot(report: dict, path: Path) -> Path:
                 color="grey")
     ax.set_xlabel("tokens")
     ax.set_ylabel("running perplexity")
-    ax.set_title(f"streaming perplexity - {report['model']}, cache {report['num_sink']}+{report['window']}, "
-                 f"{report['tokens']} tokens", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, f"streaming perplexity - {report['model']}, cache {report['num_sink']}+{report['window']}, "
+                  f"{report['tokens']} tokens", path)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attnlab.evals.harness import wilson  # noqa: E402
+from attnlab.report.plots import finish  # noqa: E402
 
 
 def bucket_plot(result: dict, path: Path) -> Path:
@@ -29,12 +30,8 @@ def bucket_plot(result: dict, path: Path) -> Path:
     ax.set_ylabel("accuracy")
     p = result["paired"]
     method = result["method"]["name"] if result["method"] else "none"
-    ax.set_title(f"{result['task']['name']} · {method}: difference {p['difference']:+.3f} "
-                 f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (n={result['n']})", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, f"{result['task']['name']} · {method}: difference {p['difference']:+.3f} "
+                  f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (n={result['n']})", path)
 
 
 def sweep_plot(results: list[tuple[float, dict]], parameter: str, path: Path) -> Path:
@@ -51,9 +48,5 @@ def sweep_plot(results: list[tuple[float, dict]], parameter: str, path: Path) ->
     ax.set_xlabel(parameter)
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"{results[0][1]['task']['name']} · {results[0][1]['method']['name']} sweep over {parameter}",
-                 fontsize=9)
-    ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return finish(fig, ax, f"{results[0][1]['task']['name']} · {results[0][1]['method']['name']} sweep over "
+                  f"{parameter}", path)

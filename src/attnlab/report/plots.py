@@ -13,6 +13,15 @@ import numpy as np  # noqa: E402
 from attnlab.report.schema import Report  # noqa: E402
 
 
+def finish(fig, ax, title: str, path: Path) -> Path:
+    """Title, legend, save as PNG (dpi 120) and close: the common end of attnlab's line and bar plots."""
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _heatmap(ax, values, title: str, cmap: str, vmin=None, vmax=None) -> None:
     data = np.asarray(values)
     im = ax.imshow(data, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
