@@ -1,9 +1,8 @@
 """TokenContext: which tokens of a batch are real, where the prompt ends, and the named spans in it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 
