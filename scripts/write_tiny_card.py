@@ -80,7 +80,7 @@ phase 2 (one JSON line per evaluation, with the first-token figures measured as 
   | C → phase 2 | from B, 75% synthetic, lr 3e-3, wd 0.3 | +{p2['step']} steps | 0 / {figures['heads_beyond_layer0_with_sink']} | {figures['best_induction']['score']} | {kv['4']:.2f} |
   | D | fresh, 4 q / 2 kv heads of 32, 90% synthetic | 1,750 steps | 0 / 1 | 0.016 | 0.0 |
   | copy-only probe | 4 × 128, only the copy task, lr 3e-3 | 600 steps | – | loss flat at 3.7 nats | – |
-  | copy-only probe | same, lr 1e-3 | 1,200 steps | – | loss 3.76 → 3.53, still on the plateau | – |
+  | copy-only probe | same, lr 1e-3 | 3,000 steps | – | loss 3.76 → 3.53 (step 1,200) → 3.67, still on the plateau | – |
 
 * **No induction heads, so no in-context retrieval**: copying and key–value recall are at chance, which
   leaves steering methods nothing to improve on the retrieval tasks (see EVALS.md). The copy-only probe
