@@ -83,9 +83,11 @@ phase 2 (one JSON line per evaluation, with the first-token figures measured as 
   | copy-only probe | same, lr 1e-3 | 3,000 steps | – | loss 3.76 → 3.53 (step 1,200) → 3.67, still on the plateau | – |
 
 * **No induction heads, so no in-context retrieval**: copying and key–value recall are at chance, which
-  leaves steering methods nothing to improve on the retrieval tasks (see EVALS.md). The copy-only probe
-  suggests the optimisation sits on the known induction-head plateau; longer training (hours, not
-  minutes) is the next step.
+  leaves steering methods nothing to improve on the retrieval tasks (see EVALS.md). The cause is the
+  synthetic mix, not the architecture: the same architecture learns induction within 300 steps on
+  `[BOS] r r` repeated random tokens, and on the copy format when every list has 30 words; the mix's
+  short lists (3–40 words, 20% of synthetic examples) leave it on the plateau. The next training run
+  adds long copy lists / repeated random sequences first.
 
 Until both appear, attnlab's real-sink demonstrations use the `minilm` encoder (a strong `[CLS]` sink in
 layers 1–4).
