@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from attnlab import seam
+from attnlab.batching import pad_rows, position_ids
 from attnlab.errors import AttnlabError
 from attnlab.plan import Plan, TokenContext
 from attnlab.probes.attention import Entropy, FirstTokenMass, FullMaps, ReceivedAttention, SpanMass
@@ -76,14 +77,7 @@ def encode(tokenizer, texts: list[str], shape: ModelShape, *, truncate: bool = F
         rows.append(ids)
         offsets.append(list(enc["offset_mapping"])[:len(ids)] if "offset_mapping" in enc else None)
         tokens.append(tokenizer.convert_ids_to_tokens(ids))
-    width = max(map(len, rows))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for b, ids in enumerate(rows):
-        sl = slice(width - len(ids), width) if left_pad else slice(0, len(ids))
-        input_ids[b, sl] = torch.tensor(ids)
-        mask[b, sl] = 1
+    input_ids, mask = pad_rows(rows, tokenizer.pad_token_id, left=left_pad)
     return Encoded(input_ids, mask, offsets, [len(r) for r in rows], tokens)
 
 
@@ -111,12 +105,11 @@ class Collected:
     input_ids: list[list[int]] = field(default_factory=list)
 
 
-def model_inputs(model, enc: Encoded, device) -> dict:
-    """Forward arguments for a padded batch; position ids count real tokens only, so left padding does not
-    shift absolute position embeddings (GPT-2) or RoPE phases."""
-    inputs = {"input_ids": enc.input_ids.to(device), "attention_mask": enc.attention_mask.to(device)}
+def model_inputs(model, input_ids, attention_mask, device) -> dict:
+    """Forward arguments for a padded batch, with :func:`attnlab.batching.position_ids` where the model takes them."""
+    inputs = {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
     if "position_ids" in inspect.signature(model.forward).parameters:
-        inputs["position_ids"] = (enc.attention_mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        inputs["position_ids"] = position_ids(attention_mask).to(device)
     return inputs
 
 
@@ -129,10 +122,9 @@ def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bo
     plan = Plan(probes=list(probes), context=TokenContext(valid=valid))
     base = getattr(model, "base_model", model)
     device = next(model.parameters()).device
-    enc = Encoded(input_ids, attention_mask, [], [], [])
     found: dict = {}
     with seam.attached(model, plan) as attachment, torch.no_grad():
-        inputs = model_inputs(base, enc, device)
+        inputs = model_inputs(base, input_ids, attention_mask, device)
         if massive:
             with massive_activation_hooks(base, valid.to(device)) as found:
                 base(**inputs)

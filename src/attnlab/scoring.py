@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from attnlab.batching import pad_rows, position_ids
 from attnlab.errors import AttnlabError
 
 
@@ -30,19 +31,8 @@ def _batch(tokenizer, prompts, answers):
     for i, (p, a, ai) in enumerate(zip(prompts, answers, answer_ids)):
         if not ai:
             raise AttnlabError(f"answer {i + 1} ({a!r}) adds no token to its prompt: give a non-empty answer")
-    width_p = max(map(len, prompt_ids))
-    width_a = max(map(len, answer_ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    b = len(prompts)
-    p_ids = torch.full((b, width_p), pad, dtype=torch.long)
-    p_mask = torch.zeros(b, width_p, dtype=torch.long)
-    a_ids = torch.full((b, width_a), pad, dtype=torch.long)
-    a_mask = torch.zeros(b, width_a, dtype=torch.long)
-    for i, (pi, ai) in enumerate(zip(prompt_ids, answer_ids)):
-        p_ids[i, width_p - len(pi):] = torch.tensor(pi)
-        p_mask[i, width_p - len(pi):] = 1
-        a_ids[i, :len(ai)] = torch.tensor(ai)
-        a_mask[i, :len(ai)] = 1
+    p_ids, p_mask = pad_rows(prompt_ids, tokenizer.pad_token_id, left=True)
+    a_ids, a_mask = pad_rows(answer_ids, tokenizer.pad_token_id, left=False)
     return p_ids, p_mask, a_ids, a_mask
 
 
@@ -67,7 +57,7 @@ def score_answers(model, tokenizer, prompts: list[str], answers: list[str], stee
         if context is not None:
             context.__enter__()
         try:
-            pos = (p_mask.cumsum(-1) - 1).clamp(min=0)
+            pos = position_ids(p_mask)
             first = model(input_ids=p_ids.to(device), attention_mask=p_mask.to(device), position_ids=pos.to(device),
                           past_key_values=DynamicCache(), use_cache=True)
             full_mask = torch.cat([p_mask, a_mask], dim=1)

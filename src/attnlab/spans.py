@@ -129,21 +129,18 @@ class Spans:
         """
         import torch
 
+        from attnlab.batching import pad_rows
+
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         cleaned = [strip_markers(p, *markers) for p in prompts]
         texts = [c[0] for c in cleaned]
         encs = [tokenizer(t, return_offsets_mapping=True) for t in texts]
-        width = max(len(e["input_ids"]) for e in encs)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(texts), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(texts), width, dtype=torch.long)
+        ids, mask = pad_rows([list(e["input_ids"]) for e in encs], tokenizer.pad_token_id)
+        width = ids.shape[1]
         names = ["marked"] + list(spans or {})
         masks = {n: torch.zeros(len(texts), width, dtype=torch.bool) for n in names}
         for b, (enc, (text, ranges)) in enumerate(zip(encs, cleaned)):
-            n = len(enc["input_ids"])
-            shift = width - n
-            ids[b, shift:] = torch.tensor(enc["input_ids"])
-            mask[b, shift:] = 1
+            shift = width - len(enc["input_ids"])
             for a, z in ranges:
                 t0, t1 = token_range(enc["offset_mapping"], a, z, what=f"marked span in prompt {b + 1}")
                 masks["marked"][b, shift + t0:shift + t1] = True

@@ -16,35 +16,15 @@ import random
 
 import torch
 
-from attnlab.collect import ModelShape, encode, model_inputs
+from attnlab.scoring import score_answers
 from attnlab.models.synthetic import copy_words, kv_retrieval, override
-
-
-@torch.no_grad()
-def greedy_match(model, tokenizer, prompts: list[str], answers: list[str], batch_size: int = 16) -> list[bool]:
-    """Whether greedy decoding after each prompt reproduces its answer exactly (teacher-forced check)."""
-    shape = ModelShape.of(model)
-    hits = []
-    for s in range(0, len(prompts), batch_size):
-        ps, ans = prompts[s:s + batch_size], answers[s:s + batch_size]
-        enc = encode(tokenizer, [p + a for p, a in zip(ps, ans)], shape, left_pad=True)
-        logits = model(**model_inputs(model, enc, next(model.parameters()).device)).logits
-        width = enc.input_ids.shape[1]
-        for b, (p, a) in enumerate(zip(ps, ans)):
-            n_prompt = len(tokenizer(p)["input_ids"])
-            n_total = enc.lengths[b]
-            start = width - n_total
-            targets = enc.input_ids[b, start + n_prompt:width]
-            predicted = logits[b, start + n_prompt - 1:width - 1].argmax(-1)
-            hits.append(bool((predicted == targets).all()))
-    return hits
 
 
 def kv_recall(model, tokenizer, pairs: int, n: int, seed: int = 0) -> float:
     rng = random.Random(seed)
     examples = [kv_retrieval(rng, pairs) for _ in range(n)]
-    return sum(greedy_match(model, tokenizer, [e["prompt"] for e in examples],
-                            [e["answer"] for e in examples])) / n
+    scores = score_answers(model, tokenizer, [e["prompt"] for e in examples], [e["answer"] for e in examples])
+    return float(scores.correct.float().mean())
 
 
 def measure(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
