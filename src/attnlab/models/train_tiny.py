@@ -103,6 +103,17 @@ def sink_figures(model, windows: torch.Tensor, min_query: int = 16) -> dict:
             "max_head_mass": round(float(mass.max()), 4)}
 
 
+@torch.no_grad()
+def repeat_losses(model, vocab_size: int, bos: int, length: int = 50, n: int = 8) -> dict:
+    """Loss on the first and the second copy of ``[BOS] r r`` (random tokens): the gap is what induction buys."""
+    g = torch.Generator().manual_seed(0)
+    r = torch.randint(16, vocab_size, (n, length), generator=g)
+    ids = torch.cat([torch.full((n, 1), bos), r, r], dim=1)
+    logp = model(ids).logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]
+    return {"repeat_loss_first": round(float(-logp[:, :length].mean()), 3),
+            "repeat_loss_second": round(float(-logp[:, length + 1:].mean()), 3)}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True)
@@ -179,7 +190,8 @@ def main(argv=None) -> None:
                 val_loss = float(model(val_prose, labels=val_prose).loss)
             record = {"step": step, "tokens": tokens, "minutes": round((time.time() - start) / 60, 1),
                       "lr": lr, "train_loss": round(float(loss), 4), "val_prose_loss": round(val_loss, 4),
-                      **sink_figures(model, val_prose[:8])}
+                      **sink_figures(model, val_prose[:8]),
+                      **repeat_losses(model, len(tokenizer), tokenizer.bos_token_id)}
             model.train()
             log.write(json.dumps(record) + "\n")
             log.flush()
