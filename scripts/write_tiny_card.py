@@ -1,7 +1,10 @@
 """Write the bundled model's card (src/attnlab/models/tiny/README.md) from measured figures.
 
     python -m attnlab.models.card tiny --json-out /tmp/card.json
-    python scripts/write_tiny_card.py /tmp/card.json PHASE1_LOG PHASE2_LOG
+    python scripts/write_tiny_card.py /tmp/card.json PHASE1_LOG [PHASE2_LOG ...]
+
+Each phase's row (command, steps, tokens, losses) is read from its ``train_log.jsonl``: the first line
+holds the arguments the run was started with, the last evaluation line where it ended.
 """
 from __future__ import annotations
 
@@ -12,9 +15,21 @@ from pathlib import Path
 TINY = Path(__file__).resolve().parent.parent / "src/attnlab/models/tiny"
 
 
-def last_record(log: Path) -> dict:
+FLAGS = ("steps", "lr", "weight_decay", "synth", "warmup", "seed")
+
+
+def phase_row(number: int, log: Path) -> str:
+    """One row of the training table: the command the log's run was started with, and where it ended."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [r for r in rows if "step" in r][-1]
+    args, last = [r for r in rows if "args" in r][-1]["args"], [r for r in rows if "step" in r][-1]
+    command = f"python -m attnlab.models.train_tiny --corpus corpus.txt --out phase{number}"
+    if args.get("init"):
+        command += f" --init phase{number - 1}"
+    command += "".join(f" --{k.replace('_', '-')} {args[k]}" for k in FLAGS)
+    if last["step"] < args["steps"]:
+        command += f" --stop-after {last['step']}"
+    return (f"| {number} | `{command}` | {last['step']} | {last['tokens'] / 1e6:.1f} M | {last['train_loss']} "
+            f"| {last['val_prose_loss']} |")
 
 
 def main() -> None:

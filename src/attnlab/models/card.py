@@ -3,7 +3,7 @@
     python -m attnlab.models.card [MODEL] [--n 200]
 
 * attention sink: heads beyond layer 0 whose mean first-token mass is >= 0.3, and the Sink ratio, on the
-  built-in sample text and the synthetic task prompts;
+  built-in sample text alone (what ``attnlab profile`` shows) and on it plus the synthetic task prompts;
 * best induction and previous-token scores (repeated random tokens, :mod:`attnlab.probes.head_roles`);
 * key-value recall: greedy exact-match accuracy of the answer at 4, 16 and 64 pairs
   (:func:`attnlab.models.synthetic.kv_retrieval`), chance being about 1 / pairs.
@@ -36,12 +36,16 @@ def measure(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
     texts = [sample_text()] + [kv_retrieval(rng, 16)["prompt"] for _ in range(4)] + \
         [override(rng, 3)["prompt"] for _ in range(4)] + [copy_words(rng, 20)["prompt"] for _ in range(4)]
     report = profile(model, texts, tokenizer=tokenizer)
+    prose = profile(model, texts[:1], tokenizer=tokenizer).summary
     roles = head_role_scores(model, tokenizer, length=50, batch=8, seed=seed)
     ind, prev = roles["induction"], roles["previous_token"]
     mass = torch.tensor(report.summary.first_token_mass)
     return {
         "heads_beyond_layer0": int(mass[1:].numel()),
         "heads_beyond_layer0_with_sink": report.summary.heads_with_sink_beyond_layer0,
+        "prose_heads_beyond_layer0_with_sink": prose.heads_with_sink_beyond_layer0,
+        "prose_first_token_mass_by_layer": [round(float(x), 3) for x in torch.tensor(prose.first_token_mass).mean(1)],
+        "prose_sink_ratio_percent": prose.sink_ratio,
         "first_token_mass_by_layer": [round(float(x), 3) for x in mass.mean(1)],
         "sink_ratio_percent": report.summary.sink_ratio,
         "best_induction": {"score": round(float(ind.max()), 3), "head": _argmax_head(ind)},

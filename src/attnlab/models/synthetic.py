@@ -105,25 +105,36 @@ def repeated_passage(rng: random.Random, passage: str) -> dict:
     return {"prompt": f"{passage}\nOnce more:", "answer": f" {passage}"}
 
 
-# The task mix: (share, generator of one example). Copy lists are long enough (up to 60 words) for
-# induction heads to pay off; with lists of 3-40 words at a 20% share the model stayed on the
-# induction plateau (see the bundled model's card).
-def _mix(filler_source):
-    return [
-        (0.28, lambda rng: kv_retrieval(rng, rng.choice([2, 4, 8, 16, 32, 48, 64]), absent=rng.random() < 0.15)),
+def _kv(rng: random.Random) -> dict:
+    return kv_retrieval(rng, rng.choice([2, 4, 8, 16, 32, 48, 64]), absent=rng.random() < 0.15)
+
+
+# Task mixes: (share, generator of one example) pairs. "v1" trained the first two phases of the bundled
+# model; its copy lists (3-39 words, 20%) were too short for induction to pay off and the model stayed on
+# the induction plateau. "v2" adds copy lists of up to 60 words and repeated prose passages.
+MIXES = {
+    "v1": lambda filler: [
+        (0.35, _kv),
+        (0.20, lambda rng: copy_words(rng, rng.randrange(3, 40))),
+        (0.17, lambda rng: override(rng, rng.randrange(0, 6))),
+        (0.13, lambda rng: format_instruction(rng, filler(rng.randrange(40, 400)))),
+        (0.15, lambda rng: bigram_backcopy(rng, rng.randrange(20, 120))),
+    ],
+    "v2": lambda filler: [
+        (0.28, _kv),
         (0.17, lambda rng: copy_words(rng, rng.randrange(3, 61))),
-        (0.15, lambda rng: repeated_passage(rng, filler_source(rng.randrange(60, 500)).strip())),
+        (0.15, lambda rng: repeated_passage(rng, filler(rng.randrange(60, 500)).strip())),
         (0.14, lambda rng: override(rng, rng.randrange(0, 6))),
-        (0.14, lambda rng: format_instruction(rng, filler_source(rng.randrange(40, 400)))),
+        (0.14, lambda rng: format_instruction(rng, filler(rng.randrange(40, 400)))),
         (0.12, lambda rng: bigram_backcopy(rng, rng.randrange(20, 120))),
-    ]
+    ],
+}
 
 
-def sample_example(rng: random.Random, filler_source) -> str:
-    """One synthetic training example (prompt + answer) drawn from the task mix."""
+def sample_example(rng: random.Random, filler_source, mix: str = "v2") -> str:
+    """One synthetic training example (prompt + answer) drawn from the task mix ``mix`` (see ``MIXES``)."""
     kind, total = rng.random(), 0.0
-    mix = _mix(filler_source)
-    for share, make in mix:
+    for share, make in MIXES[mix](filler_source):
         total += share
         if kind < total:
             break

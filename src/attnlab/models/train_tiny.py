@@ -25,18 +25,18 @@ from pathlib import Path
 
 import torch
 
-from attnlab.models.synthetic import WORDS, sample_example
+from attnlab.models.synthetic import MIXES, WORDS, sample_example
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 
 
-def train_tokenizer(corpus: str, vocab_size: int, seed: int):
+def train_tokenizer(corpus: str, vocab_size: int, seed: int, mix: str):
     """A byte-level BPE tokenizer that prepends ``<|bos|>`` to every encoded text."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(seed)
-    synthetic = [sample_example(rng, lambda n: "") for _ in range(20000)]
+    synthetic = [sample_example(rng, lambda n: "", mix) for _ in range(20000)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -54,8 +54,8 @@ def train_tokenizer(corpus: str, vocab_size: int, seed: int):
 class Batches:
     """Windows of ``seq_len`` tokens, each ``<|bos|>`` + prose or + packed synthetic examples."""
 
-    def __init__(self, corpus: str, tokenizer, seq_len: int, synth_fraction: float, seed: int):
-        self.tok, self.seq_len, self.synth_fraction = tokenizer, seq_len, synth_fraction
+    def __init__(self, corpus: str, tokenizer, seq_len: int, synth_fraction: float, seed: int, mix: str):
+        self.tok, self.seq_len, self.synth_fraction, self.mix = tokenizer, seq_len, synth_fraction, mix
         self.rng = random.Random(seed)
         docs = corpus.split("\n<|doc|>\n")
         self.rng.shuffle(docs)
@@ -78,7 +78,7 @@ class Batches:
         if self.rng.random() < self.synth_fraction:
             ids: list[int] = []
             while len(ids) < n:
-                ex = sample_example(self.rng, self.filler)
+                ex = sample_example(self.rng, self.filler, self.mix)
                 ids += self.tok(ex + "\n\n", add_special_tokens=False)["input_ids"]
             body = torch.tensor(ids[:n])
         else:
@@ -134,6 +134,7 @@ def main(argv=None) -> None:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--synth", type=float, default=0.5, help="fraction of windows made of synthetic tasks")
+    p.add_argument("--mix", default="v2", choices=sorted(MIXES), help="synthetic task mix (see synthetic.MIXES)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)
@@ -152,7 +153,7 @@ def main(argv=None) -> None:
         tokenizer = AutoTokenizer.from_pretrained(args.init)
         model = LlamaForCausalLM.from_pretrained(args.init, attn_implementation="sdpa")
     else:
-        tokenizer = train_tokenizer(corpus, args.vocab, args.seed)
+        tokenizer = train_tokenizer(corpus, args.vocab, args.seed, args.mix)
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=args.hidden, intermediate_size=args.inter,
             num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.kv_heads,
@@ -160,7 +161,7 @@ def main(argv=None) -> None:
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
         model = LlamaForCausalLM(config)
-    data = Batches(corpus, tokenizer, args.seq_len, args.synth, args.seed)
+    data = Batches(corpus, tokenizer, args.seq_len, args.synth, args.seed, args.mix)
     val_prose = tokenizer(["\n".join(d.splitlines()[:400]) for d in data.val_docs[:64]], add_special_tokens=True,
                           truncation=True, max_length=args.seq_len)["input_ids"]
     val_prose = torch.tensor([v for v in val_prose if len(v) == args.seq_len][:16])
