@@ -119,4 +119,9 @@ def print_table(report) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from attnlab.errors import AttnlabError
+
+    try:
+        main()
+    except AttnlabError as exc:
+        sys.exit(f"error: {exc}")

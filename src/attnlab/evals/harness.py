@@ -216,10 +216,10 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
     return {
         "attnlab_version": __version__, "model": model_info(model).model_dump(),
         "task": {"name": task.name, "scorer": task.scorer, **task.params},
-        "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {k: (str(v) if k == "heads" else v)
+        "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {k: (_heads_label(v) if k == "heads" else v)
                                                                             for k, v in spec.params.items()}},
         "selection": None if selected is None else {"on": {"task": train.name, **train.params}, **{
-            k: (str(v) if k == "heads" else v) for k, v in selected.items()}},
+            k: (_heads_label(v) if k == "heads" else v) for k, v in selected.items()}},
         "n": n, "seed": seed,
         "unsteered": {"accuracy": float(unsteered.mean()), "ci95": wilson(float(unsteered.sum()), n)},
         "steered": {"accuracy": float(steered.mean()), "ci95": wilson(float(steered.sum()), n)},
@@ -228,3 +228,10 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
         "buckets": buckets, "seconds": round(time.time() - started, 1),
         "per_example": {"unsteered": unsteered.int().tolist(), "steered": steered.int().tolist()},
     }
+
+
+def _heads_label(heads) -> str:
+    """Heads as the command line writes them (``L3H5,L3H0``), whether given as text or as (layer, head) pairs."""
+    if isinstance(heads, (list, tuple)) and all(isinstance(h, (list, tuple)) for h in heads):
+        return ",".join(f"L{layer}H{head}" for layer, head in heads)
+    return str(heads)
