@@ -1,6 +1,7 @@
 """Evaluation tasks, statistics and the harness."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -128,3 +129,13 @@ def test_bucket_plot_handles_zero_and_full_accuracy(tmp_path):
     result = {"buckets": {"a": {"n": 60, "unsteered": 0.0, "steered": 1.0}}, "task": {"name": "kv"},
               "method": {"name": "pasta"}, "n": 60, "paired": {"difference": 1.0, "ci_low": 1.0, "ci_high": 1.0}}
     assert bucket_plot(result, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_selected_heads_are_recorded_as_the_command_line_writes_them(tiny):
+    tok = tiny[1]
+    test, train = make_task("kv", tok, 4, seed=0, pairs=4), make_task("kv", tok, 4, seed=1000, pairs=4)
+    r = run(*tiny, test, MethodSpec("pasta", {"top_k": 2}, select="heads"), train=train)
+    label = r["selection"]["heads"]
+    assert re.fullmatch(r"L\d+H\d+(,L\d+H\d+)*", label), label
+    assert label.split(",") == [name for _, name in r["selection"]["ranking"][:len(label.split(","))]]
+    assert r["method"]["params"]["heads"] == label
