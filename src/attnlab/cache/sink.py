@@ -102,15 +102,16 @@ class SinkLayer(DynamicLayer):
         """Apply the pending eviction, append the new tokens, return all keys (at their slots) and values."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self._evict_if_due()
+        cut = self._evict_if_due()
         q = key_states.shape[-2]
-        start = self.stored if self.positions == "cache" else self.seen
-        new_pos = torch.arange(start, start + q, device=self.device)
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
-        self.written = torch.cat([self.written, new_pos.expand(*key_states.shape[:2], q)], dim=-1)
-        origin = torch.arange(self.seen, self.seen + q, device=self.device)
-        self.origin = torch.cat([self.origin, origin.expand(*key_states.shape[:2], q)], dim=-1)
+        kept = self.stored if cut is None else self.num_sink + self.stored - cut
+        start = kept if self.positions == "cache" else self.seen
+        new_pos = torch.arange(start, start + q, device=self.device).expand(*key_states.shape[:2], q)
+        origin = torch.arange(self.seen, self.seen + q, device=self.device).expand(*key_states.shape[:2], q)
+        for name, new in (("keys", key_states), ("values", value_states), ("written", new_pos), ("origin", origin)):
+            old = getattr(self, name)
+            parts = [old] if cut is None else [old[:, :, :self.num_sink], old[:, :, cut:]]
+            setattr(self, name, torch.cat(parts + [new], dim=2))     # StreamingLLM: evict and append in one copy
         self.scores = self.policy.extend(self.scores, q)
         self.seen += q
         self.last_q_len = q
@@ -125,20 +126,21 @@ class SinkLayer(DynamicLayer):
         delta = slots - self.written
         return self.rope.rotate(self.keys, delta, self.memo).to(self.keys.dtype)
 
-    def _evict_if_due(self) -> None:
+    def _evict_if_due(self) -> int | None:
+        """Apply a due attention-guided eviction; for StreamingLLM return where the kept recent tokens start.
+
+        StreamingLLM's eviction is positional (the sinks and everything from the returned index on), so
+        :meth:`update` does it in the same copy that appends the new tokens. None otherwise.
+        """
         n = self.stored
         if not self.policy.due(n, self.capacity, self.last_q_len):
-            return
+            return None
         if self.policy.needs_attention and not self.observed:
             raise AttnlabError(f"the {self.policy.name} policy needs the attention of the last forward: run the model "
                                "inside `with cache.observing(model):` (or add cache.scorer() to your Plan's probes)")
-        if isinstance(self.policy, StreamingLLM):          # positional: two slices, no gather
-            cut = n - self.recent
-            for name in ("keys", "values", "written", "origin"):
-                t = getattr(self, name)
-                setattr(self, name, torch.cat([t[:, :, :self.num_sink], t[:, :, cut:]], dim=2))
-            self.evictions += 1
-            return
+        self.evictions += 1
+        if isinstance(self.policy, StreamingLLM):
+            return n - self.recent
         b, h = self.keys.shape[:2]
         idx = self.policy.select(self.scores, b, n, self.num_sink, self.recent, self.capacity, self.device)
         idx_kv = idx.expand(b, h, idx.shape[-1])
@@ -149,7 +151,7 @@ class SinkLayer(DynamicLayer):
         self.origin = self.origin.gather(2, idx_kv)
         if self.scores is not None:
             self.scores = self.scores.gather(2, idx.expand(b, self.scores.shape[1], idx.shape[-1]))
-        self.evictions += 1
+        return None
 
     def observe(self, start: int, q_len: int, probs: torch.Tensor) -> None:
         """Hand the attention probabilities ``[B, H, c, K]`` of queries ``start:start+c`` to the policy."""
