@@ -4,14 +4,12 @@ Data: English prose from Debian packages (``scripts/build_corpus.py``) mixed wit
 in-context tasks of :mod:`attnlab.models.synthetic`. Every training window starts with ``<|bos|>``
 (Barbero et al. 2025 and Gu et al. 2025 tie first-token sinks to an always-present first token).
 
-Rebuild the shipped checkpoint with one command (see ``src/attnlab/models/tiny/README.md`` for the
-exact arguments used)::
+The shipped checkpoint is three runs of this module (phases 1 and 2 with task mix ``v1``, phase 3 with
+``v2``, each resuming the previous with ``--init``); rebuild it with one command,
+``bash scripts/train_tiny.sh``, whose arguments are also listed in ``src/attnlab/models/tiny/README.md``.
 
-    python scripts/build_corpus.py /tmp/corpus
-    python -m attnlab.models.train_tiny --corpus /tmp/corpus/corpus.txt --out src/attnlab/models/tiny
-
-The log (one JSON line per evaluation, with the sink figures measured as training goes) is written to
-``OUT/train_log.jsonl``.
+The log (the run's arguments, then one JSON line per evaluation with the validation loss, the sink
+figures and the repeated-token losses measured as training goes) is written to ``OUT/train_log.jsonl``.
 """
 from __future__ import annotations
 
