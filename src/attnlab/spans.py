@@ -49,6 +49,11 @@ def strip_markers(text: str, open_mark: str = "<<", close_mark: str = ">>") -> t
     return "".join(clean), ranges
 
 
+def head_name(layer: int, head: int) -> str:
+    """A head as the command line and the reports write it: ``L3H5``."""
+    return f"L{layer}H{head}"
+
+
 @dataclass(frozen=True)
 class HeadSet:
     """A set of (layer, head) pairs, parsed from ``"all"``, ``"L3"``, ``"L3H1,L5H0-7"`` and checked against a model."""
@@ -86,7 +91,7 @@ class HeadSet:
         return len(self.pairs)
 
     def __str__(self) -> str:
-        return ",".join(f"L{l}H{h}" for l, h in self)
+        return ",".join(head_name(l, h) for l, h in self)
 
 
 def round_trip_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:

@@ -17,6 +17,7 @@ import torch
 from attnlab.errors import AttnlabError
 from attnlab.evals.stats import mcnemar_exact, paired_bootstrap
 from attnlab.evals.tasks import Task
+from attnlab.spans import head_name
 
 SPAN_OF = {"pasta": "emphasis", "spotlight": "emphasis", "instaboost": "instruction"}
 
@@ -167,12 +168,12 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
             on_step=on_step)
         top = int(spec.params.get("top_k", 4))
         heads = [h for gain, h in ranked[:top] if gain > 0] or [ranked[0][1]]
-        return {"heads": heads, "ranking": [(round(g, 4), f"L{l}H{h}") for g, (l, h) in ranked[:10]]}
+        return {"heads": heads, "ranking": [(round(g, 4), head_name(l, h)) for g, (l, h) in ranked[:10]]}
     if spec.select == "heads" and spec.name == "act":
         ranked = selection.rank_heads(model, tokenizer, examples, lambda spans, heads: MethodSpec(
             "act", {**spec.params, "heads": heads}).build(spans), metric="logprob", budget=budget, on_step=on_step)
         heads = [h for gain, h in ranked if gain > 0] or [ranked[0][1]]
-        return {"heads": heads, "ranking": [(round(g, 4), f"L{l}H{h}") for g, (l, h) in ranked[:10]]}
+        return {"heads": heads, "ranking": [(round(g, 4), head_name(l, h)) for g, (l, h) in ranked[:10]]}
     if spec.select == "gamma":
         grid = spec.params.get("grid", [0.25, 0.5, 0.75, 1.5, 2.0, 3.0, 4.0])
         best, results = selection.choose_value(model, tokenizer, examples, lambda spans, g: MethodSpec(
@@ -233,5 +234,5 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
 def _heads_label(heads) -> str:
     """Heads as the command line writes them (``L3H5,L3H0``), whether given as text or as (layer, head) pairs."""
     if isinstance(heads, (list, tuple)) and all(isinstance(h, (list, tuple)) for h in heads):
-        return ",".join(f"L{layer}H{head}" for layer, head in heads)
+        return ",".join(head_name(layer, head) for layer, head in heads)
     return str(heads)
