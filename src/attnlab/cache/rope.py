@@ -20,7 +20,7 @@ import torch
 
 from attnlab.errors import AttnlabError
 
-# model_type -> family name; all of them use the "rotate_half" (GPT-NeoX) layout of RoPE
+# model_type -> family name; all of them use the "rotate half" (GPT-NeoX) layout of RoPE
 FAMILIES = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral", "gemma": "Gemma",
             "phi3": "Phi3"}
 # rope types whose frequencies change with the sequence length: a rotation by a delta would be wrong
@@ -29,12 +29,6 @@ _LENGTH_DEPENDENT = {"dynamic", "longrope"}
 
 def supported_families() -> str:
     return ", ".join(FAMILIES.values())
-
-
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """``[x1, x2] -> [-x2, x1]`` over the last dim (the layout of Llama-family RoPE)."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 @dataclass(frozen=True)
@@ -68,17 +62,24 @@ class RopeAdapter:
             if last is not None and last.shape == delta.shape and torch.equal(last, delta):
                 cos_sin = memo["cos_sin"]
         if cos_sin is None:
-            ang = delta.to(torch.float32)[..., None] * self.inv_freq.to(k.device)   # float32 [..., n, r/2]
-            emb = torch.cat((ang, ang), dim=-1)
-            cos_sin = (emb.cos(), emb.sin())
+            cos_sin = self._cos_signed_sin(delta, k.device)
             if memo is not None:
                 memo["delta"], memo["cos_sin"] = delta.clone(), cos_sin
-        cos, sin = cos_sin
+        cos, signed_sin = cos_sin
         rot = self.rotary_dim
         if rot == k.shape[-1]:
-            return k * cos + rotate_half(k) * sin
+            return torch.addcmul(k * cos, k.roll(rot // 2, dims=-1), signed_sin)
         head, tail = k[..., :rot], k[..., rot:]
-        return torch.cat((head * cos + rotate_half(head) * sin, tail), dim=-1)
+        return torch.cat((torch.addcmul(head * cos, head.roll(rot // 2, dims=-1), signed_sin), tail), dim=-1)
+
+    def _cos_signed_sin(self, delta: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cos`` and ``[-sin, sin]`` of ``delta * inv_freq``.
+
+        RoPE's ``rotate_half(x) * sin`` (``[x1, x2] -> [-x2, x1]``) is then ``roll(x, r/2) * [-sin, sin]``: one
+        kernel instead of a negation, two slices and a concatenation.
+        """
+        ang = delta.to(torch.float32)[..., None] * self.inv_freq.to(device)     # float32 [..., n, r/2]
+        return torch.cat((ang, ang), dim=-1).cos(), torch.cat((-ang.sin(), ang.sin()), dim=-1)
 
 
 def _text_config(config):
