@@ -44,6 +44,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--segment", type=int, default=None, help="segment size (default tokens / 10)")
     parser.add_argument("--modes", default="dense,window,recompute,sink", help="comma list; also h2o, tova, snapkv")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtype", default=None, help="float32 (default), float16 or bfloat16")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (a GPU needs a CUDA build of torch)")
     parser.add_argument("--json", default=None, help="also write the JSON here")
     parser.add_argument("--plot", default=None, help="also draw the running-perplexity PNG here")
     args = parser.parse_args(argv)
@@ -53,7 +55,7 @@ def main(argv=None) -> dict:
     from attnlab.cache.evaluate import stream_ids, stream_perplexity
     from attnlab.cache.plots import stream_plot
 
-    model, tok = attnlab.load(args.model)
+    model, tok = attnlab.load(args.model, dtype=args.dtype, device=args.device)
     text = Path(args.file).read_text(encoding="utf-8") if args.file else None
     ids = stream_ids(tok, args.tokens, text)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -4,6 +4,7 @@ import math
 import re
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from attnlab.cli import app
@@ -65,6 +66,8 @@ def _one_error_line(result):
     (["--modes", "dense,fast"], "unknown mode 'fast'"),
     (["--tokens", "0"], "--tokens must be >= 1"),
     (["minilm"], "cannot re-assign positions for model type 'bert'"),
+    (["--dtype", "float8"], "unknown dtype 'float8'"),
+    (["--device", "gpu0"], "unknown device 'gpu0'"),
 ])
 def test_stream_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "never"
@@ -72,6 +75,31 @@ def test_stream_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message
     _one_error_line(result)
     assert message in result.output
     assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_of_a_cpu_torch_is_one_line(tmp_path):
+    for command in (["stream", "--out", str(tmp_path / "never")], ["generate", "--prompt", "The sea"]):
+        result = invoke(command + ["--device", "cuda"])
+        _one_error_line(result)
+        assert "sees no CUDA GPU" in result.output and "--device cpu" in result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_stream_in_bfloat16_scores_like_float32(tmp_path):
+    """Half precision changes each NLL a little, not the perplexity: the sink cache re-rotates in float32."""
+    reports = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / dtype
+        result = invoke(["stream", "--tokens", "300", "--window", "60", "--modes", "window,sink", "--dtype", dtype,
+                         "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        reports[dtype] = json.loads((out / "stream.json").read_text())
+    assert reports["bfloat16"]["dtype"] == "bfloat16" and "--dtype bfloat16" in reports["bfloat16"]["command"]
+    assert reports["float32"]["dtype"] == "float32" and reports["float32"]["device"] == "cpu"
+    for mode in ("window", "sink"):
+        half, full = reports["bfloat16"]["modes"][mode]["ppl"], reports["float32"]["modes"][mode]["ppl"]
+        assert half == pytest.approx(full, rel=0.05) and half != full, mode
 
 
 def test_stream_bad_files_are_one_line_and_write_nothing(tmp_path):

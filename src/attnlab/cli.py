@@ -337,6 +337,8 @@ def stream(
     out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/stream-<time>)"),
     overwrite: bool = typer.Option(False, help="replace stream.json / stream.png already in --out"),
     threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default), float16 or bfloat16"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps (a GPU needs a CUDA build of torch)"),
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
 ):
     """Streaming perplexity: dense vs window vs sliding window with recompute vs a sink cache policy.
@@ -354,7 +356,7 @@ def stream(
         if recompute_every < 1:
             raise AttnlabError(f"--recompute-every must be >= 1, got {recompute_every}")
         with console.status(f"loading {model}"):
-            m, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
+            m, tok = attnlab.load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         check_settings(m, sinks, window, chosen)
         ids = stream_ids(tok, tokens, text)
         target = output_dir(out, "stream", STREAM_FILES, overwrite)
@@ -374,7 +376,8 @@ def stream(
         report["command"] = (f"attnlab stream {model}" + (f" --file {file}" if file is not None else "") +
                              f" --policy {policy} --sinks {sinks} --window {window} --tokens {tokens} "
                              f"--modes {','.join(chosen)} --recompute-every {recompute_every}" +
-                             (f" --dense-tokens {dense_tokens}" if dense_tokens else ""))
+                             (f" --dense-tokens {dense_tokens}" if dense_tokens else "") +
+                             (f" --dtype {dtype}" if dtype else "") + (f" --device {device}" if device != "cpu" else ""))
         print_stream(report)
         stream_plot(report, target / "stream.png")
         (target / "stream.json").write_text(json.dumps(report, indent=1))
@@ -443,6 +446,8 @@ def generate(
     seed: int = typer.Option(0, help="sampling seed"),
     ignore_eos: bool = typer.Option(False, help="go on past the end-of-text token"),
     threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
+    dtype: Optional[str] = typer.Option(None, help="float32 (default), float16 or bfloat16"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps (a GPU needs a CUDA build of torch)"),
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
 ):
     """Generate text, printed as it comes; with --stream through a bounded sink cache, as long as you like."""
@@ -462,8 +467,8 @@ def generate(
         if not prompt.strip():
             raise AttnlabError("the prompt is empty: give some text to continue")
         with console.status(f"loading {model}"):
-            m, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
-        ids = tok(prompt, return_tensors="pt").input_ids
+            m, tok = attnlab.load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        ids = tok(prompt, return_tensors="pt").input_ids.to(m.device)
         limit = getattr(m.config, "max_position_embeddings", None)
         cache = None
         if stream_cache:

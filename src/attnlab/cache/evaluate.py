@@ -258,6 +258,7 @@ def stream_perplexity(model, ids: torch.Tensor, modes=DEFAULT_MODES, num_sink: i
     """
     modes = resolve_modes(modes, policy)
     check_settings(model, num_sink, window, modes)
+    ids = ids.to(model.device)
     n = ids.shape[1] - 1
     if n < 1:
         raise AttnlabError("the stream needs at least two tokens")
@@ -287,7 +288,8 @@ def summarize(runs: dict, model, n: int, num_sink: int, window: int, policy: str
                   type(model).__name__, tokens=n, num_sink=num_sink, window=window, cache_size=num_sink + window,
                   policy=policy, model_positions=getattr(config, "max_position_embeddings", None),
                   dense_tokens=dense_n if "dense" in runs else None, recompute_every=recompute_every, segment=seg,
-                  threads=torch.get_num_threads(), modes={}, segments={}, curves={}, ratios={})
+                  threads=torch.get_num_threads(), device=str(model.device),
+                  dtype=str(next(model.parameters()).dtype).removeprefix("torch."), modes={}, segments={}, curves={}, ratios={})
     sub = runs["recompute"].positions if "recompute" in runs else None
     for mode, r in runs.items():
         mean = float(r.nll.mean())

@@ -89,6 +89,7 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
         if dtype not in DTYPES:
             raise AttnlabError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]
+    device = check_device(device)
     target, kind = resolve(str(name_or_path))
     if kind == "alias" and not Path(target, "config.json").exists():
         raise AttnlabError(f"the bundled model folder {target} is missing; reinstall attnlab")
@@ -109,6 +110,22 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     model.attnlab_tokenizer = tok
     model.attnlab_revision = getattr(config, "_commit_hash", None) or (weights_sha256(Path(target)) if kind != "hub" else None)
     return model, tok
+
+
+def check_device(device) -> torch.device:
+    """``device`` as a ``torch.device``, or a one-line :class:`AttnlabError` if this torch build cannot use it."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise AttnlabError(f"unknown device '{device}': use cpu, cuda, cuda:1 or mps") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise AttnlabError(f"device '{device}': this torch build sees no CUDA GPU (the default install is the CPU "
+                           "wheel); install a CUDA build of torch as the README says, or use --device cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise AttnlabError(f"device '{device}': there are {torch.cuda.device_count()} CUDA devices")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise AttnlabError(f"device '{device}': MPS is not available here; use --device cpu")
+    return parsed
 
 
 def weights_sha256(folder: Path) -> str:
