@@ -289,7 +289,8 @@ def summarize(runs: dict, model, n: int, num_sink: int, window: int, policy: str
                   policy=policy, model_positions=getattr(config, "max_position_embeddings", None),
                   dense_tokens=dense_n if "dense" in runs else None, recompute_every=recompute_every, segment=seg,
                   threads=torch.get_num_threads(), device=str(model.device),
-                  dtype=str(next(model.parameters()).dtype).removeprefix("torch."), modes={}, segments={}, curves={}, ratios={})
+                  dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+                  modes={}, segments={}, curves={}, ratios={})
     sub = runs["recompute"].positions if "recompute" in runs else None
     for mode, r in runs.items():
         mean = float(r.nll.mean())
