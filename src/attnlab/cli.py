@@ -16,6 +16,8 @@ from attnlab.errors import AttnlabError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="See, measure and steer where a transformer's attention goes.")
 console = Console()
+DTYPE_OPTION = typer.Option(None, help="float32 (default), float16 or bfloat16")
+DEVICE_OPTION = typer.Option("cpu", help="cpu, cuda, cuda:1, mps (a GPU needs a CUDA build of torch)")
 err_console = Console(stderr=True, soft_wrap=True)
 
 
@@ -70,7 +72,7 @@ def profile(
     epsilon: float = typer.Option(0.3, help="Sink ratio threshold (Gu et al.)"),
     truncate: bool = typer.Option(False, help="cut texts longer than the model's positions instead of refusing"),
     batch_size: int = typer.Option(8, min=1),
-    dtype: Optional[str] = typer.Option(None, help="float32 (default), float16 or bfloat16"),
+    dtype: Optional[str] = DTYPE_OPTION,
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
 ):
     """Profile attention sinks: first-token mass, Sink ratio and entropy per layer and head.
@@ -337,8 +339,8 @@ def stream(
     out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/stream-<time>)"),
     overwrite: bool = typer.Option(False, help="replace stream.json / stream.png already in --out"),
     threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
-    dtype: Optional[str] = typer.Option(None, help="float32 (default), float16 or bfloat16"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps (a GPU needs a CUDA build of torch)"),
+    dtype: Optional[str] = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
 ):
     """Streaming perplexity: dense vs window vs sliding window with recompute vs a sink cache policy.
@@ -446,8 +448,8 @@ def generate(
     seed: int = typer.Option(0, help="sampling seed"),
     ignore_eos: bool = typer.Option(False, help="go on past the end-of-text token"),
     threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
-    dtype: Optional[str] = typer.Option(None, help="float32 (default), float16 or bfloat16"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, mps (a GPU needs a CUDA build of torch)"),
+    dtype: Optional[str] = DTYPE_OPTION,
+    device: str = DEVICE_OPTION,
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
 ):
     """Generate text, printed as it comes; with --stream through a bounded sink cache, as long as you like."""
