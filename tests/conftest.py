@@ -18,3 +18,15 @@ def tiny():
 @pytest.fixture(scope="session")
 def minilm():
     return attnlab.load("minilm")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct from its PyPI GGUF package (converted once to attnlab's cache by setup.sh)."""
+    return attnlab.load("smollm2")
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """Gemma 3 270M base from its PyPI GGUF packages (converted once to attnlab's cache by setup.sh)."""
+    return attnlab.load("gemma3")

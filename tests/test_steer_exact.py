@@ -14,7 +14,7 @@ PROMPTS = ["Previously the capital of Zorland was Paris, but now the capital of 
            "Records: apple=482. river=17. Query: river? Answer:"]
 EMPHASIS = [["but now the capital of Zorland is Rome."], ["river=17."]]
 STEPS = 3
-ARCHS = ["tiny", "llama", "qwen2", "gemma", "gpt2"]
+ARCHS = ["tiny", "llama", "qwen2", "gemma", "gpt2", "smollm2", "gemma3"]    # the last two: real pretrained LMs
 
 
 def token_sets(tok, prompts, pieces):
@@ -36,8 +36,8 @@ def token_sets(tok, prompts, pieces):
 
 @pytest.fixture(scope="module", params=ARCHS)
 def model_tok(request, tiny):
-    if request.param == "tiny":
-        return tiny
+    if request.param in ("tiny", "smollm2", "gemma3"):
+        return request.getfixturevalue(request.param)
     return build(request.param, len(tiny[1])), tiny[1]
 
 
@@ -56,7 +56,8 @@ def compare(model, seq, mask, steered_logits, edit, head_scale=None):
     ref = run_reference(model, seq, mask, edit, head_scale)
     p = seq.shape[1] - STEPS
     ref_steps = ref[:, p - 1:p - 1 + STEPS]
-    assert (ref_steps - steered_logits).abs().max() <= 1e-4
+    # float32 through 30 layers vs a float64 reference: 1e-4, or 1e-5 of the largest logit on real models
+    assert (ref_steps - steered_logits).abs().max() <= max(1e-4, 1e-5 * float(ref_steps.abs().max()))
 
 
 def prompt_keys(valid, k_len):

@@ -17,6 +17,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="See, measure and steer where a transformer's attention goes.")
 console = Console()
 DTYPE_OPTION = typer.Option(None, help="float32 (default), float16 or bfloat16")
+MODEL_ARGUMENT = typer.Argument("smollm2", help="alias (smollm2, gemma3, tiny, minilm), a local folder, a .gguf "
+                                "file or a hub id")
+CHAT_OPTION = typer.Option(None, "--chat/--no-chat", help="wrap the prompt in the model's chat template (default: on "
+                           "when the model has one)")
 DEVICE_OPTION = typer.Option("cpu", help="cpu, cuda, cuda:1, mps (a GPU needs a CUDA build of torch)")
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -50,6 +54,13 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn(), console=err_console, transient=True)
 
 
+def use_chat(chat: Optional[bool], tokenizer) -> bool:
+    """``--chat`` as asked, or on by default for a tokenizer with a chat template."""
+    from attnlab.spans import has_chat_template
+
+    return has_chat_template(tokenizer) if chat is None else chat
+
+
 def run(fn):
     """Run a command body; bad input ends with one red line and exit code 2, never a traceback."""
     try:
@@ -61,7 +72,7 @@ def run(fn):
 
 @app.command()
 def profile(
-    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    model: str = MODEL_ARGUMENT,
     text: list[str] = typer.Option([], "--text", "-t", help="a text to analyse (repeatable)"),
     file: list[Path] = typer.Option([], "--file", "-f", help="a UTF-8 file, one text per file (repeatable)"),
     span: list[str] = typer.Option([], "--span", "-s", help="a piece of the text(s) to measure attention on"),
@@ -136,7 +147,7 @@ def build_method(name: str, spans, heads: str | None, alpha: float | None, beta:
 
 @app.command()
 def steer(
-    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    model: str = MODEL_ARGUMENT,
     method: str = typer.Option("pasta", "--method", "-m", help=f"one of {', '.join(METHODS)}"),
     prompt: str = typer.Option(..., "--prompt", "-p", help="the prompt; <<…>> marks the text to emphasise"),
     emphasize: list[str] = typer.Option([], "--emphasize", "-e", help="text of the prompt to emphasise (repeatable)"),
@@ -151,6 +162,7 @@ def steer(
     temperature: float = typer.Option(2.0, help="temperature for the temperature method"),
     max_new_tokens: int = typer.Option(30, min=1),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
+    chat: Optional[bool] = CHAT_OPTION,
     trust_remote_code: bool = typer.Option(False),
 ):
     """Generate with and without a steering method, side by side, with the attention change per layer."""
@@ -165,7 +177,8 @@ def steer(
         meth = build_method(method, spans, heads, alpha, beta, gamma, m, psi, scale, temperature, mode)
         with console.status(f"loading {model}"):
             mdl, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
-        result = compare(mdl, tok, clean, meth, emphasize=spans, max_new_tokens=max_new_tokens)
+        result = compare(mdl, tok, clean, meth, emphasize=spans, max_new_tokens=max_new_tokens,
+                         chat=use_chat(chat, tok))
         if as_json:
             print(json.dumps(result, indent=1))
             return
@@ -173,7 +186,7 @@ def steer(
         side.add_column("unsteered")
         side.add_column("steered")
         side.add_row(result["unsteered"], result["steered"])
-        console.print(f"[bold]prompt:[/bold] {result['prompt']}")
+        console.print(f"[bold]prompt{' (in the chat template)' if result['chat'] else ''}:[/bold] {result['prompt']}")
         console.print(side)
         layers = Table(title=f"attention on the {result['watched']} (mean over heads)")
         for col in ("layer", "unsteered", "steered", "change"):
@@ -203,7 +216,7 @@ def parse_sweep(sweep: str) -> tuple[str, list]:
 
 @app.command("eval")
 def evaluate(
-    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    model: str = MODEL_ARGUMENT,
     task: str = typer.Option("kv", help="kv, needle, override, format, kv-masked or jsonl"),
     method: str = typer.Option("pasta", "--method", "-m", help="pasta, act, zerotuning, instaboost, spotlight, "
                                "head-scale, temperature, or none"),
@@ -314,6 +327,32 @@ def print_eval(results) -> None:
 
 
 @app.command()
+def prepare(models: list[str] = typer.Argument(None, help="GGUF aliases (smollm2, gemma3), .gguf files or folders "
+                                                 "holding one; default: smollm2 gemma3")):
+    """Convert GGUF models once to safetensors folders in attnlab's cache, so later loads take seconds.
+
+    The cache is $ATTNLAB_CACHE, else $XDG_CACHE_HOME/attnlab, else ~/.cache/attnlab; each folder is keyed by
+    the GGUF's sha256, which every report records as the model's revision.
+    """
+    def body():
+        from attnlab.models import gguf
+        from attnlab.models.loading import resolve
+
+        for name in models or list(gguf.GGUF_ALIASES):
+            source, kind = resolve(name)
+            if kind != "gguf":
+                raise AttnlabError(f"'{name}' is not a GGUF model (an alias smollm2 / gemma3, a .gguf file or a folder "
+                                   "holding one): other models need no preparation")
+            start = time.perf_counter()
+            folder, sha = gguf.prepare(source)
+            if folder is None:
+                raise AttnlabError(f"the cache {gguf.cache_root()} is not writable: set ATTNLAB_CACHE to a writable "
+                                   "folder")
+            console.print(f"{name}: {folder} (revision gguf-sha256:{sha[:16]}…, {time.perf_counter() - start:.1f} s)")
+    run(body)
+
+
+@app.command()
 def schema():
     """Print the JSON schema of the profile report."""
     from attnlab.report.schema import Report
@@ -325,7 +364,7 @@ STREAM_FILES = ["stream.json", "stream.png"]
 
 @app.command()
 def stream(
-    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    model: str = MODEL_ARGUMENT,
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="a UTF-8 text to stream, repeated as needed "
                                         "(default: the bundled haystack + sample text)"),
     policy: str = typer.Option("sink", help="the cache policy to measure: sink, window, h2o, tova or snapkv"),
@@ -436,7 +475,7 @@ def print_stream(report: dict) -> None:
 
 @app.command()
 def generate(
-    model: str = typer.Argument("tiny", help="alias (tiny, minilm), local folder or hub id"),
+    model: str = MODEL_ARGUMENT,
     prompt: str = typer.Option(..., "--prompt", "-p", help="the text to continue"),
     stream_cache: bool = typer.Option(False, "--stream", help="generate through a sink cache (StreamingLLM): "
                                       "memory stays bounded, past the model's positions"),
@@ -447,6 +486,7 @@ def generate(
     temperature: float = typer.Option(1.0, help="sampling temperature"),
     seed: int = typer.Option(0, help="sampling seed"),
     ignore_eos: bool = typer.Option(False, help="go on past the end-of-text token"),
+    chat: Optional[bool] = CHAT_OPTION,
     threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
     dtype: Optional[str] = DTYPE_OPTION,
     device: str = DEVICE_OPTION,
@@ -460,6 +500,7 @@ def generate(
         import attnlab
         from attnlab.cache import SinkCache
         from attnlab.cache.evaluate import cache_bytes, check_settings
+        from attnlab.spans import chat_wrap
 
         set_threads(threads)
         if max_new_tokens < 1:
@@ -470,7 +511,8 @@ def generate(
             raise AttnlabError("the prompt is empty: give some text to continue")
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        ids = tok(prompt, return_tensors="pt").input_ids.to(m.device)
+        text = chat_wrap(tok, prompt)[0] if use_chat(chat, tok) else prompt
+        ids = tok(text, return_tensors="pt", add_special_tokens=text is prompt).input_ids.to(m.device)
         limit = getattr(m.config, "max_position_embeddings", None)
         cache = None
         if stream_cache:

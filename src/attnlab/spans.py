@@ -49,6 +49,30 @@ def strip_markers(text: str, open_mark: str = "<<", close_mark: str = ">>") -> t
     return "".join(clean), ranges
 
 
+def has_chat_template(tokenizer) -> bool:
+    """Whether ``tokenizer`` carries a chat template (instruct models such as SmolLM2-135M-Instruct do)."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def chat_wrap(tokenizer, text: str) -> tuple[str, int]:
+    """``text`` as one user turn of the model's chat template, with the generation prompt appended.
+
+    Returns the templated string and the character offset at which ``text`` sits inside it, so that spans of
+    the user's text can be found in what the model sees. Instruct models prompted without their template often
+    end their turn at once (SmolLM2 answers a bare prompt with ``<|im_end|>``).
+    """
+    if not has_chat_template(tokenizer):
+        raise AttnlabError("--chat: this model's tokenizer has no chat template; prompt it with plain text "
+                           "(--no-chat)")
+    wrapped = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                            add_generation_prompt=True)
+    offset = wrapped.rfind(text)
+    if offset < 0:
+        raise AttnlabError("the chat template changes the prompt's text (it strips or escapes it), so spans cannot "
+                           "be found in it: use --no-chat")
+    return wrapped, offset
+
+
 def head_name(layer: int, head: int) -> str:
     """A head as the command line and the reports write it: ``L3H5``."""
     return f"L{layer}H{head}"
@@ -126,11 +150,15 @@ class Spans:
     """Resolve spans given as text, character ranges or ``<<…>>`` markers into token masks."""
 
     @staticmethod
-    def encode(tokenizer, prompts, spans: dict | None = None, *, markers: tuple[str, str] = ("<<", ">>")) -> SpanInputs:
+    def encode(tokenizer, prompts, spans: dict | None = None, *, markers: tuple[str, str] = ("<<", ">>"),
+               chat: bool = False) -> SpanInputs:
         """Tokenize ``prompts`` (markers stripped, left padding) and resolve the marked text plus ``spans``.
 
         ``spans`` maps a name to a substring / character range (of the clean text) for every prompt, or to a
-        list with one per prompt. The marked pieces are the span ``"marked"``.
+        list with one per prompt. The marked pieces are the span ``"marked"``. With ``chat=True`` each prompt
+        becomes one user turn of the tokenizer's chat template (:func:`chat_wrap`); spans are still given in,
+        and searched in, the prompt's own text, and land on the same text inside the template. ``texts`` are
+        then the templated strings.
         """
         import torch
 
@@ -139,22 +167,24 @@ class Spans:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         cleaned = [strip_markers(p, *markers) for p in prompts]
         texts = [c[0] for c in cleaned]
-        encs = [tokenizer(t, return_offsets_mapping=True) for t in texts]
+        wrapped = [chat_wrap(tokenizer, t) if chat else (t, 0) for t in texts]
+        encs = [tokenizer(w, return_offsets_mapping=True, add_special_tokens=not chat) for w, _ in wrapped]
         ids, mask = pad_rows([list(e["input_ids"]) for e in encs], tokenizer.pad_token_id)
         width = ids.shape[1]
         names = ["marked"] + list(spans or {})
         masks = {n: torch.zeros(len(texts), width, dtype=torch.bool) for n in names}
-        for b, (enc, (text, ranges)) in enumerate(zip(encs, cleaned)):
+        for b, (enc, (text, ranges), (_, at)) in enumerate(zip(encs, cleaned, wrapped)):
             shift = width - len(enc["input_ids"])
             for a, z in ranges:
-                t0, t1 = token_range(enc["offset_mapping"], a, z, what=f"marked span in prompt {b + 1}")
+                t0, t1 = token_range(enc["offset_mapping"], at + a, at + z, what=f"marked span in prompt {b + 1}")
                 masks["marked"][b, shift + t0:shift + t1] = True
             for name, spec in (spans or {}).items():
                 for piece in per_prompt(spec, len(texts))[b]:
                     a, z = char_range(text, piece, where=f"prompt {b + 1}")
-                    t0, t1 = token_range(enc["offset_mapping"], a, z, what=f"span '{piece}' in prompt {b + 1}")
+                    t0, t1 = token_range(enc["offset_mapping"], at + a, at + z,
+                                         what=f"span '{piece}' in prompt {b + 1}")
                     masks[name][b, shift + t0:shift + t1] = True
-        return SpanInputs(ids, mask, masks, texts)
+        return SpanInputs(ids, mask, masks, [w for w, _ in wrapped])
 
     @staticmethod
     def resolve(tokenizer, input_ids, valid, spec, name: str = "span"):

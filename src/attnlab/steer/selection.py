@@ -137,11 +137,13 @@ def perplexity(model, tokenizer, prompts: list[str], outputs: list[str]) -> floa
     return float(torch.exp(-scores.logprob.sum() / scores.n_tokens.sum()))
 
 
-def generate_texts(model, tokenizer, prompts: list[str], method=None, max_new_tokens: int = 16) -> list[str]:
-    """Greedy continuations of ``prompts`` (left padding), steered by ``method`` if given."""
+def generate_texts(model, tokenizer, prompts: list[str], method=None, max_new_tokens: int = 16,
+                   chat: bool = False) -> list[str]:
+    """Greedy continuations of ``prompts`` (left padding; each in the chat template if ``chat``), steered by
+    ``method`` if given."""
     from attnlab.spans import Spans
 
-    inputs = Spans.encode(tokenizer, prompts)
+    inputs = Spans.encode(tokenizer, prompts, chat=chat)
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():
         if method is None:
