@@ -130,8 +130,6 @@ def prepare(source: GGUFSource) -> tuple[Path, str] | tuple[None, str]:
                       "memory, which dequantises it every time; set ATTNLAB_CACHE to a writable folder",
                       AttnlabWarning, stacklevel=3)
         return None, sha
-    print(f"attnlab: converting {source.name} once to a safetensors folder in {folder} (about a minute; later "
-          "loads take seconds)", file=sys.stderr)
     try:
         convert(join_pieces(source, work), work / "model", sha)
         try:
@@ -168,15 +166,13 @@ def load_gguf_model(gguf_file: Path, dtype=None):
         if importlib.util.find_spec(module) is None:
             raise AttnlabError(f"loading a GGUF needs the package {module}: pip install {pip}")
     folder, name = gguf_file.parent, gguf_file.name
+    check_readable(gguf_file)
+    print(f"attnlab: dequantising {name} (about a minute)", file=sys.stderr)
     try:
         AutoConfig.from_pretrained(folder, gguf_file=name)
     except ValueError as exc:
         raise AttnlabError(f"{name}: {str(exc).splitlines()[0]} — transformers cannot load this GGUF architecture; "
                            "use a safetensors folder of the model instead") from exc
-    except Exception as exc:                      # the gguf reader raises many kinds on a damaged file
-        raise AttnlabError(f"{name} is not a readable GGUF file ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it may be truncated: "
-                           "download or reinstall it") from exc
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype or torch.float32,
                                                      attn_implementation="sdpa")
@@ -188,8 +184,24 @@ def load_gguf_model(gguf_file: Path, dtype=None):
     return model, tok
 
 
+def check_readable(gguf_file: Path) -> None:
+    """Parse the GGUF's header and tensor table; a truncated or corrupt file is a one-line :class:`AttnlabError`."""
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(gguf_file)
+    except Exception as exc:                      # the reader raises many kinds on a damaged file
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AttnlabError(f"{gguf_file.name} is not a readable GGUF file ({detail}): it is truncated or corrupt; "
+                           "download or reinstall it") from exc
+
+
 def convert(gguf_file: Path, out: Path, sha: str) -> None:
-    """Write ``gguf_file`` as a safetensors model folder at ``out`` (config, weights, tokenizer, marker last)."""
+    """Write ``gguf_file`` as a safetensors model folder at ``out`` (config, weights, tokenizer, marker last).
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so the state dict goes through ``safetensors`` directly
+    (without ``lm_head.weight`` when tied) and the config without its ``quantization_config``.
+    """
     import transformers
     from safetensors.torch import save_file
 
