@@ -7,9 +7,11 @@ broken on 5.x), so this is a ``transformers.Cache`` made of :class:`SinkLayer` o
 
 How positions work (design (a) of the design notes, section 2.5): each layer stores keys exactly as the
 model produced them, with the position each was rotated at. ``update`` returns the stored keys rotated,
-once and in float32, by ``slot - written_position`` (:class:`attnlab.cache.rope.RopeAdapter`); nothing is
-re-rotated incrementally, so half precision does not drift. As long as nothing was evicted no rotation
-happens at all and the cache behaves bit-for-bit like ``DynamicCache``.
+once and in float32, by ``slot - written_position`` with the layer's own
+:class:`attnlab.cache.rope.RopeAdapter` (one per layer type where the types have their own RoPE, as
+Gemma 3's local and global layers do); nothing is re-rotated incrementally, so half precision does not
+drift. As long as nothing was evicted no rotation happens at all and the cache behaves bit-for-bit like a
+``DynamicCache`` of full layers.
 
 Eviction is applied at the start of the *next* ``update`` (so policies can use the attention of the step
 that just ran), and ``get_seq_length`` / ``get_mask_sizes`` already count the tokens that will remain.
@@ -20,6 +22,13 @@ a forward sits at slot ``num_sink + window`` at most) or ``positions="original"`
 as H2O / TOVA / SnapKV do inside the trained context). A forward pre-hook on the decoder, installed by
 the cache and removed when it is garbage-collected, replaces the ``position_ids`` that ``generate``
 derives from the attention mask (absolute positions) by the cache's own.
+
+Sliding-window layers (Gemma 3's local layers): every layer keeps the same ``num_sink + window`` tokens
+and reports the same ``(kv_length, kv_offset) = (kept + q, 0)`` with the query at slots ``kept ..
+kept + q - 1`` (``is_sliding`` stays False, so transformers sizes the sliding mask from layer 0, which
+holds as many tokens). transformers' sliding mask (``slot_q - window < slot_k <= slot_q``) is then the
+mask of a fresh forward of the kept tokens at their slots, also when ``num_sink + window + q`` passes the
+window: those layers then no longer see the sinks, while the full attention layers still do.
 """
 from __future__ import annotations
 
@@ -30,7 +39,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from attnlab.cache.policies import Policy, StreamingLLM, make_policy
-from attnlab.cache.rope import RopeAdapter, max_positions, rope_adapter
+from attnlab.cache.rope import RopeAdapter, max_positions, rope_adapters
 from attnlab.errors import AttnlabError
 
 POSITION_MODES = ("cache", "original")
@@ -50,7 +59,7 @@ class SinkLayer(DynamicLayer):
     def __init__(self, num_sink: int, window: int, rope: RopeAdapter | None, policy: Policy,
                  positions: str = "cache", memo: dict | None = None) -> None:
         super().__init__()
-        self.memo = {} if memo is None else memo      # cos/sin of the last rotation, shared by the cache's layers
+        self.memo = {} if memo is None else memo      # cos/sin of the last rotation, shared by layers with this rope
         self.num_sink, self.window, self.capacity = num_sink, window, num_sink + window
         self.rope, self.policy, self.positions = rope, policy, positions
         self.recent = policy.protected_recent(window)
@@ -197,19 +206,23 @@ class SinkCache(Cache):
         cache = SinkCache(model, num_sink=4, window=252)
         out = model.generate(ids, past_key_values=cache, max_new_tokens=2000)      # memory stays bounded
 
-    Supported architectures: Llama, Qwen2, Qwen3, Mistral, Gemma, Phi3 (rotate-half RoPE). Padded
-    batches, cropping (assisted decoding) and ``torch.compile`` are not supported.
+    Supported architectures: Llama, Qwen2, Qwen3, Mistral, Gemma, Phi3, Gemma3 (rotate-half RoPE; each
+    layer is re-rotated with its own layer type's frequencies, e.g. Gemma 3's local and global RoPE).
+    Sliding-window layers (Gemma 3's local layers) get transformers' sliding mask over the cache slots, so
+    they see what a fresh forward of the kept tokens at their slots would see: once ``num_sink + window + q``
+    exceeds the sliding window, the sinks drop out of their view and only the full attention layers keep
+    them (a model whose every layer slides is refused a cache that reaches its window; ``positions="original"``
+    is refused on models with sliding layers). Padded batches, cropping (assisted decoding) and
+    ``torch.compile`` are not supported.
     """
 
     def __init__(self, model, num_sink: int = 4, window: int = 1020, policy=None, positions: str = "cache") -> None:
         _check_sizes(model, num_sink, window, positions)
         policy = make_policy(policy)
-        rope = rope_adapter(model) if positions == "cache" else None
-        if positions == "original":
-            rope_adapter(model)       # same architecture check, so every mode refuses the same models
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        memo: dict = {}
-        layers = [SinkLayer(num_sink, window, rope, policy, positions, memo) for _ in range(config.num_hidden_layers)]
+        ropes = rope_adapters(model)  # also the architecture check, so every mode refuses the same models
+        memos: dict[int, dict] = {}   # one cos/sin memo per adapter: layers with other frequencies never share it
+        layers = [SinkLayer(num_sink, window, rope if positions == "cache" else None, policy, positions,
+                            memos.setdefault(id(rope), {})) for rope in ropes]
         super().__init__(layers=layers)
         self.num_sink, self.window, self.policy, self.positions = num_sink, window, policy, positions
         self._install_position_hook(model)
@@ -298,7 +311,29 @@ def _check_sizes(model, num_sink, window, positions) -> None:
         raise AttnlabError(f"num_sink + window = {num_sink + window} does not fit the model's {limit} positions "
                            f"(the new token needs one more slot): use num_sink + window <= {limit - 1}")
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    sliding = getattr(config, "sliding_window", None)
-    if sliding is not None and getattr(config, "use_sliding_window", True) and num_sink + window >= sliding:
+    sliding, flags = getattr(config, "sliding_window", None), sliding_layers(config)
+    if any(flags) and positions == "original":
+        raise AttnlabError(f"positions='original' cannot be exact on the model's sliding-window layers (window "
+                           f"{sliding}): transformers' mask numbers the kept keys as if consecutive, so the sinks and "
+                           "other old kept tokens would stay visible past the window; use positions='cache'")
+    if sliding is not None and all(flags) and num_sink + window >= sliding:
         raise AttnlabError(f"num_sink + window = {num_sink + window} reaches the model's sliding window ({sliding}), "
                            f"whose mask would hide the sinks: use num_sink + window <= {sliding - 1}")
+
+
+def sliding_layers(config) -> list[bool]:
+    """Per decoder layer of the (text) ``config``: whether transformers masks its attention to ``sliding_window``.
+
+    From ``config.layer_types`` where the config has them (Gemma 3's local layers; Qwen2 / Qwen3 with
+    ``use_sliding_window``), else every layer when ``sliding_window`` is set (Mistral, Phi-3). With
+    ``positions="cache"`` those layers get the sliding mask over the cache slots: exactly the view of a
+    fresh forward of the kept tokens at their slots. A model whose every layer slides would hide the sinks
+    from all of them, hence :class:`SinkCache` refuses a cache that reaches the window there.
+    """
+    n = config.num_hidden_layers
+    if getattr(config, "sliding_window", None) is None:
+        return [False] * n
+    types = getattr(config, "layer_types", None)
+    if types:
+        return [t == "sliding_attention" for t in types]
+    return [bool(getattr(config, "use_sliding_window", True))] * n
