@@ -111,15 +111,15 @@ def test_method_needing_spans_the_task_lacks(tiny):
 
 def test_cli_eval_and_sweep(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["eval", "--task", "override", "--method", "pasta", "--n", "12", "--out", str(tmp_path / "a"),
+    r = runner.invoke(app, ["eval", "tiny", "--task", "override", "--method", "pasta", "--n", "12", "--out", str(tmp_path / "a"),
                             "--sweep", "alpha=0.01,0.5"])
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert [d["value"] for d in data] == [0.01, 0.5]
     assert (tmp_path / "a" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-    bad = runner.invoke(app, ["eval", "--task", "kv", "--method", "pasta", "--n", "0"])
+    bad = runner.invoke(app, ["eval", "tiny", "--task", "kv", "--method", "pasta", "--n", "0"])
     assert bad.exit_code == 2 and "--n must be >= 1" in bad.output
-    bad = runner.invoke(app, ["eval", "--task", "kv", "--method", "wizardry", "--n", "3"])
+    bad = runner.invoke(app, ["eval", "tiny", "--task", "kv", "--method", "wizardry", "--n", "3"])
     assert bad.exit_code == 2 and "unknown method 'wizardry'" in bad.output
 
 

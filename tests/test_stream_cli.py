@@ -18,7 +18,7 @@ def invoke(args):
 
 def test_stream_writes_json_and_png_for_every_mode(tmp_path):
     out = tmp_path / "out"
-    result = invoke(["stream", "--tokens", "400", "--window", "60", "--recompute-every", "40", "--out", str(out)])
+    result = invoke(["stream", "tiny", "--tokens", "400", "--window", "60", "--recompute-every", "40", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "stream.json").read_text())
     assert (out / "stream.png").read_bytes()[:4] == b"\x89PNG"
@@ -43,7 +43,7 @@ def test_stream_policy_and_file(tmp_path):
     text = tmp_path / "book.txt"
     text.write_text("It was a bright cold day in April, and the clocks were striking thirteen. " * 5, encoding="utf-8")
     out = tmp_path / "o"
-    result = invoke(["stream", "--file", str(text), "--policy", "tova", "--modes", "window,policy", "--tokens", "150",
+    result = invoke(["stream", "tiny", "--file", str(text), "--policy", "tova", "--modes", "window,policy", "--tokens", "150",
                      "--sinks", "2", "--window", "30", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "stream.json").read_text())
@@ -71,7 +71,8 @@ def _one_error_line(result):
 ])
 def test_stream_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "never"
-    result = invoke(["stream", "--tokens", "50", "--out", str(out)] + args)
+    model, args = (args[0], args[1:]) if not args[0].startswith("--") else ("tiny", args)
+    result = invoke(["stream", model, "--tokens", "50", "--out", str(out)] + args)
     _one_error_line(result)
     assert message in result.output
     assert not out.exists()
@@ -91,7 +92,7 @@ def test_stream_in_bfloat16_scores_like_float32(tmp_path):
     reports = {}
     for dtype in ("float32", "bfloat16"):
         out = tmp_path / dtype
-        result = invoke(["stream", "--tokens", "300", "--window", "60", "--modes", "window,sink", "--dtype", dtype,
+        result = invoke(["stream", "tiny", "--tokens", "300", "--window", "60", "--modes", "window,sink", "--dtype", dtype,
                          "--out", str(out)])
         assert result.exit_code == 0, result.output
         reports[dtype] = json.loads((out / "stream.json").read_text())
@@ -108,7 +109,7 @@ def test_stream_bad_files_are_one_line_and_write_nothing(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00bad")
     for path, message in ((empty, "is empty"), (binary, "not UTF-8"), (tmp_path / "missing.txt", "is not a file")):
         out = tmp_path / f"out-{path.stem}"
-        result = invoke(["stream", "--file", str(path), "--tokens", "50", "--out", str(out)])
+        result = invoke(["stream", "tiny", "--file", str(path), "--tokens", "50", "--out", str(out)])
         _one_error_line(result)
         assert message in result.output
         assert not out.exists()
@@ -118,14 +119,14 @@ def test_stream_refuses_to_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stream.json").write_text("mine")
-    result = invoke(["stream", "--tokens", "50", "--out", str(out)])
+    result = invoke(["stream", "tiny", "--tokens", "50", "--out", str(out)])
     _one_error_line(result)
     assert "already exists" in result.output
     assert (out / "stream.json").read_text() == "mine" and not (out / "stream.png").exists()
 
 
 def test_generate_stream_runs_past_the_window_with_a_bounded_cache():
-    result = invoke(["generate", "--prompt", "The old lighthouse keeper", "--stream", "--max-new-tokens", "60",
+    result = invoke(["generate", "tiny", "--prompt", "The old lighthouse keeper", "--stream", "--max-new-tokens", "60",
                      "--sinks", "4", "--window", "16", "--ignore-eos"])
     assert result.exit_code == 0, result.output
     assert "60 new tokens" in result.output
@@ -134,10 +135,10 @@ def test_generate_stream_runs_past_the_window_with_a_bounded_cache():
 
 
 def test_generate_without_stream_stops_at_the_model_positions():
-    result = invoke(["generate", "--prompt", "The sea", "--max-new-tokens", "600"])
+    result = invoke(["generate", "tiny", "--prompt", "The sea", "--max-new-tokens", "600"])
     _one_error_line(result)
     assert "use --stream" in result.output
-    ok = invoke(["generate", "--prompt", "The sea", "--max-new-tokens", "5"])
+    ok = invoke(["generate", "tiny", "--prompt", "The sea", "--max-new-tokens", "5"])
     assert ok.exit_code == 0 and "new tokens" in ok.output
 
 
@@ -146,6 +147,6 @@ def test_generate_without_stream_stops_at_the_model_positions():
     (["--stream", "--window", "700"], "512 positions"), (["--max-new-tokens", "0"], "--max-new-tokens must be"),
 ])
 def test_generate_bad_input(args, message):
-    result = invoke(["generate", "--prompt", "The sea"] + args)
+    result = invoke(["generate", "tiny", "--prompt", "The sea"] + args)
     _one_error_line(result)
     assert message in result.output
