@@ -5,10 +5,11 @@
 * ``float-mask`` -- the official PASTA approach: eager attention with the 4-D mask expanded to every
   head and ``log alpha`` added to the steered heads' columns (a ``[B, H, q, k]`` float tensor per layer).
 
-Model: the bundled ``tiny`` weights with the position limit lifted. Each case runs in
-a fresh subprocess.
+Model: SmolLM2-135M-Instruct by default (``--model``: any attnlab model name; ``tiny`` runs with its position
+limit lifted). A prompt never exceeds the model's positions minus ``--new-tokens``. Each case runs in a fresh
+subprocess; the methods are interleaved, repeat by repeat, so drifts of the machine hit them alike.
 
-    python benchmarks/steer_overhead.py [--lengths 512 2048 8192] [--new-tokens 32] [--threads 1]
+    python benchmarks/steer_overhead.py [--model smollm2] [--lengths 512 2048 8192] [--new-tokens 32] [--threads 1]
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from measure import PeakSampler
+from measure import PeakSampler, load_model
 
 ALPHA = 0.01
 
@@ -85,19 +86,17 @@ def flex_attention_fn(plan):
     return fn
 
 
-def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
+def one_case(model_name: str, method: str, length: int, new_tokens: int, threads: int) -> dict:
     global torch
     import torch
-    from transformers import AttentionInterface, AutoTokenizer, LlamaForCausalLM
+    from transformers import AttentionInterface
 
     import attnlab
-    from attnlab.models.loading import TINY_PATH
     from attnlab.spans import HeadSet, Spans
 
     torch.set_num_threads(threads)
-    model = LlamaForCausalLM.from_pretrained(TINY_PATH, max_position_embeddings=max(length + new_tokens, 512),
-                                             attn_implementation="sdpa").eval()
-    tok = AutoTokenizer.from_pretrained(TINY_PATH)
+    model, tok = load_model(model_name, length + new_tokens)
+    length = min(length, model.config.max_position_embeddings - new_tokens)
     heads = half_the_heads(model.config)
     text, span = prompt_of(tok, length)
     enc = tok(text, return_tensors="pt")
@@ -164,6 +163,7 @@ def one_case(method: str, length: int, new_tokens: int, threads: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2", help="attnlab model name (tiny: positions lifted)")
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
@@ -172,13 +172,13 @@ def main() -> None:
     p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.new_tokens, args.threads)))
+        print(json.dumps(one_case(args.model, args.case[0], int(args.case[1]), args.new_tokens, args.threads)))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"steering overhead: PASTA on 50% of the heads (tiny, {args.threads} thread(s), median of "
-                        f"{args.repeats})")
+    table = Table(title=f"steering overhead: PASTA on 50% of the heads ({args.model}, {args.threads} thread(s), "
+                        f"median of {args.repeats})")
     for col in ("tokens", "method", "prefill s", "prefill peak MiB", "decode tok/s", "tok/s vs sdpa",
                 "peak vs sdpa"):
         table.add_column(col, justify="right")
@@ -187,7 +187,8 @@ def main() -> None:
         runs = {m: [] for m in ("sdpa", "attnlab", "float-mask") + (("flex",) if args.flex else ())}
         for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every method alike
             for method in runs:
-                out = subprocess.run([sys.executable, __file__, "--case", method, str(length), "--new-tokens",
+                out = subprocess.run([sys.executable, __file__, "--model", args.model, "--case", method, str(length),
+                                      "--new-tokens",
                                       str(args.new_tokens), "--threads", str(args.threads)], capture_output=True,
                                      text=True)
                 if out.returncode != 0:
