@@ -28,8 +28,8 @@ def _heatmap(ax, values, title: str, cmap: str, vmin=None, vmax=None) -> None:
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_xticks(range(data.shape[1]))
-    ax.set_yticks(range(data.shape[0]))
+    ax.set_xticks(range(0, data.shape[1], max(1, data.shape[1] // 16)))
+    ax.set_yticks(range(0, data.shape[0], max(1, data.shape[0] // 16)))      # at most ~16 labels per axis
     if data.size <= 256:
         for (l, h), v in np.ndenumerate(data):
             ax.text(h, l, f"{v:.2f}", ha="center", va="center", fontsize=6,
@@ -41,7 +41,8 @@ def profile_heatmap(report: Report, path: Path) -> Path:
     """Two panels, layers x heads: mean first-token mass and mean attention entropy."""
     s = report.summary
     n_panels = 2 + len(s.span_mass)
-    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, 3.4), constrained_layout=True)
+    height = 3.4 + 0.05 * max(0, len(s.first_token_mass) - 12)     # taller for deep models (30 layers)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.2 * n_panels, height), constrained_layout=True)
     _heatmap(axes[0], s.first_token_mass, f"attention on first token ({report.texts[0].first_token})", "viridis", 0, 1)
     _heatmap(axes[1], s.entropy, "attention entropy (nats)", "magma")
     for ax, (name, values) in zip(axes[2:], s.span_mass.items()):
