@@ -1,8 +1,8 @@
 """Random-init small configs of several architectures, for tests against eager references."""
 import torch
-from transformers import (BertConfig, BertModel, GemmaConfig, GemmaForCausalLM, GPT2Config, GPT2LMHeadModel,
-                          LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM)
+from transformers import (BertConfig, BertModel, Gemma3ForCausalLM, Gemma3TextConfig, GemmaConfig, GemmaForCausalLM,
+                          GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, MistralConfig,
+                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
 
 COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               max_position_embeddings=256)
@@ -20,6 +20,12 @@ def build(arch: str, vocab_size: int):
                                                  **COMMON))
     elif arch == "gemma":
         model = GemmaForCausalLM(GemmaConfig(vocab_size=vocab_size, num_key_value_heads=2, head_dim=16, **COMMON))
+    elif arch == "gemma3":       # a sliding (window 8) and a global layer, two RoPE bases, query_pre_attn_scalar
+        model = Gemma3ForCausalLM(Gemma3TextConfig(
+            vocab_size=vocab_size, num_key_value_heads=1, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                             "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0}}, **COMMON))
     elif arch == "gpt2":
         model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size, n_embd=64, n_layer=2, n_head=4, n_positions=256))
     elif arch == "bert":
@@ -31,5 +37,5 @@ def build(arch: str, vocab_size: int):
     return model.eval()
 
 
-CAUSAL = ["llama", "qwen2", "mistral", "gemma", "gpt2"]
+CAUSAL = ["llama", "qwen2", "mistral", "gemma", "gemma3", "gpt2"]
 ALL = CAUSAL + ["bert"]

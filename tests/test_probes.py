@@ -12,20 +12,26 @@ from attnlab.sinks import hidden_sinks, sink_ratio
 
 TEXTS = ["The lighthouse keeper climbed the stairs at dusk and lit the lamp.", "A short one, the end.",
          "Wind from the west, a low bank of cloud; the sea calm."]
-ARCHS = ["llama", "mistral", "gpt2", "bert"]
+ARCHS = ["llama", "mistral", "gemma3", "gpt2", "bert"]
 SPAN = "the"
 
 
 def can_see(arch, model, n):
-    """``[n, n]`` bool: which keys each query may attend to, from the architecture's definition."""
+    """``[layers, n, n]`` bool: which keys each query may attend to in each layer, from the architecture's definition
+    (Mistral: every layer slides; Gemma 3: the layers ``layer_types`` marks as sliding)."""
     i = torch.arange(n)[:, None]
     j = torch.arange(n)[None, :]
-    if arch == "bert":
-        return torch.ones(n, n, dtype=torch.bool)
-    allowed = j <= i
-    if arch == "mistral":
-        allowed &= j > i - model.config.sliding_window
-    return allowed
+    layers = []
+    for layer in range(model.config.num_hidden_layers):
+        if arch == "bert":
+            layers.append(torch.ones(n, n, dtype=torch.bool))
+            continue
+        allowed = j <= i
+        sliding = arch == "mistral" or arch == "gemma3" and model.config.layer_types[layer] == "sliding_attention"
+        if sliding:
+            allowed &= j > i - model.config.sliding_window
+        layers.append(allowed)
+    return torch.stack(layers)
 
 
 def eager_maps(model, tok, text):
@@ -61,8 +67,8 @@ def test_first_token_mass(setup):
     arch, model, _, got, refs = setup
     for mine, A in zip(got.stats["first_token_mass"], refs):
         n = A.shape[-1]
-        queries = can_see(arch, model, n)[:, 0] & (torch.arange(n) != 0)
-        ref = A[:, :, queries, 0].mean(-1)
+        queries = can_see(arch, model, n)[:, :, 0] & (torch.arange(n) != 0)            # [L, n]
+        ref = torch.stack([A[l][:, queries[l], 0].mean(-1) for l in range(A.shape[0])])
         assert (mine - ref).abs().max() <= 1e-5
 
 
@@ -70,7 +76,7 @@ def test_received_attention_is_gu_alpha(setup):
     arch, model, _, got, refs = setup
     for mine, A in zip(got.stats["received_attention"], refs):
         allowed = can_see(arch, model, A.shape[-1]).double()
-        ref = A.sum(2) / allowed.sum(0)                      # (1 / #queries seeing k) * sum_i A[i, k]
+        ref = A.sum(2) / allowed.sum(1)[:, None, :]          # (1 / #queries seeing k) * sum_i A[i, k]
         assert (mine - ref).abs().max() <= 1e-5
 
 
@@ -79,9 +85,10 @@ def test_entropy(setup):
     for mine, mine_norm, A in zip(got.stats["entropy"], got.stats["normalized_entropy"], refs):
         rows = -(A * torch.log(A.clamp_min(1e-30))).sum(-1)   # [L, H, n]
         assert (mine - rows.mean(-1)).abs().max() <= 1e-5
-        n_keys = can_see(arch, model, A.shape[-1]).sum(-1).double()
-        keep = n_keys > 1
-        assert (mine_norm - (rows[:, :, keep] / n_keys[keep].log()).mean(-1)).abs().max() <= 1e-5
+        n_keys = can_see(arch, model, A.shape[-1]).sum(-1).double()                   # [L, n]
+        for l in range(A.shape[0]):
+            keep = n_keys[l] > 1
+            assert (mine_norm[l] - (rows[l][:, keep] / n_keys[l][keep].log()).mean(-1)).abs().max() <= 1e-5
 
 
 def test_span_mass(setup):
@@ -90,9 +97,8 @@ def test_span_mass(setup):
         enc = tok(text, return_offsets_mapping=True)
         start = text.index(SPAN)
         span = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < start + len(SPAN) and e > start]
-        allowed = can_see(arch, model, A.shape[-1])
-        queries = allowed[:, span].any(-1)
-        ref = A[:, :, :, span].sum(-1)[:, :, queries].mean(-1)
+        queries = can_see(arch, model, A.shape[-1])[:, :, span].any(-1)               # [L, n]
+        ref = torch.stack([A[l][:, :, span].sum(-1)[:, queries[l]].mean(-1) for l in range(A.shape[0])])
         assert (mine - ref).abs().max() <= 1e-5
 
 

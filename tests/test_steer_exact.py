@@ -14,7 +14,8 @@ PROMPTS = ["Previously the capital of Zorland was Paris, but now the capital of 
            "Records: apple=482. river=17. Query: river? Answer:"]
 EMPHASIS = [["but now the capital of Zorland is Rome."], ["river=17."]]
 STEPS = 3
-ARCHS = ["tiny", "llama", "qwen2", "gemma", "gpt2", "smollm2", "gemma3"]    # the last two: real pretrained LMs
+# mistral and gemma3-random have sliding windows (8 tokens) shorter than the prompts: their caches drop keys
+ARCHS = ["tiny", "llama", "qwen2", "gemma", "mistral", "gemma3-random", "gpt2", "smollm2", "gemma3"]  # last two: real LMs
 
 
 def token_sets(tok, prompts, pieces):
@@ -38,7 +39,7 @@ def token_sets(tok, prompts, pieces):
 def model_tok(request, tiny):
     if request.param in ("tiny", "smollm2", "gemma3"):
         return request.getfixturevalue(request.param)
-    return build(request.param, len(tiny[1])), tiny[1]
+    return build(request.param.removesuffix("-random"), len(tiny[1])), tiny[1]
 
 
 def generate(model, tok, method):
@@ -112,9 +113,21 @@ def test_instaboost(model_tok):
     compare(model, seq, mask, logits, edit)
 
 
+def refused_past_a_sliding_window(model, tok, method) -> bool:
+    """Dynamic methods are refused (one line) at decode steps where a sliding layer's cache dropped keys."""
+    window = getattr(model.config, "sliding_window", None)
+    if window is None or window > 64:
+        return False
+    with pytest.raises(attnlab.AttnlabError, match="cannot follow layer .* sliding window"):
+        generate(model, tok, method)
+    return True
+
+
 def test_spotlight(model_tok):
     model, tok = model_tok
     psi = 0.3
+    if refused_past_a_sliding_window(model, tok, attnlab.SpotLight(EMPHASIS, psi=psi)):
+        return
     enc, seq, mask, logits = generate(model, tok, attnlab.SpotLight(EMPHASIS, psi=psi))
     valid, span = token_sets(tok, PROMPTS, EMPHASIS)
     p_len = valid.shape[1]
@@ -143,6 +156,8 @@ def test_spotlight(model_tok):
 def test_act(model_tok):
     model, tok = model_tok
     beta, thr = 0.4, 0.1
+    if refused_past_a_sliding_window(model, tok, attnlab.ACT(beta=beta, threshold=thr, heads="L1")):
+        return
     enc, seq, mask, logits = generate(model, tok, attnlab.ACT(beta=beta, threshold=thr, heads="L1"))
     valid, _ = token_sets(tok, PROMPTS, EMPHASIS)
     p_len = valid.shape[1]

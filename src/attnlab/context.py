@@ -17,10 +17,13 @@ class TokenContext:
     first real token of row ``b`` at ``first[b] > 0``); keys and queries at positions ``>= P`` are
     generated, and real.
 
-    ``cache`` is the evicting cache of the generation (a :class:`attnlab.cache.SinkCache`), if any: once it
-    has evicted, key ``j`` of a layer is the text token ``cache.key_positions(layer)[:, j]``, and
-    :meth:`remap` gives the view of this context the steering of that layer must use. ``evicted`` counts,
-    per span name, the span's tokens the cache no longer holds (the most over layers and rows).
+    ``cache`` is the KV cache of the generation, if any. With an evicting cache (a
+    :class:`attnlab.cache.SinkCache`) key ``j`` of a layer is the text token ``cache.key_positions(layer)[:, j]``
+    once it has evicted; with transformers' own cache, a sliding-window layer (Mistral, Gemma 3's local layers)
+    keeps only its last keys once the sequence passes its window. :meth:`key_positions` says where a layer's
+    keys sit in either case, and :meth:`remap` gives the view of this context the steering and the probes of
+    that layer must use. ``evicted`` counts, per span name, the span's tokens an evicting cache no longer holds
+    (the most over layers and rows); a sliding window is not an eviction (the model never sees past it).
     """
 
     valid: torch.Tensor
@@ -28,13 +31,31 @@ class TokenContext:
     cache: object = field(default=None, repr=False)
     evicted: dict[str, int] = field(default_factory=dict)
 
-    def key_positions(self, layer: int) -> torch.Tensor | None:
-        """``[B, K]`` original positions of ``layer``'s keys when an evicting cache has re-indexed them, else None."""
-        return None if self.cache is None else self.cache.key_positions(layer)
+    @property
+    def evicting(self) -> bool:
+        """Whether the generation's cache evicts tokens by a policy (a SinkCache), not only by a sliding window."""
+        return hasattr(self.cache, "key_positions")
+
+    def key_positions(self, layer: int, k_len: int) -> torch.Tensor | None:
+        """``[B, K]`` original positions of ``layer``'s ``k_len`` keys when the cache re-indexed them, else None.
+
+        An evicting cache says so itself; a transformers sliding-window cache layer keeps the most recent keys of
+        the ``cumulative_length`` tokens seen, so its keys are the last ``k_len`` positions.
+        """
+        if self.cache is None:
+            return None
+        if self.evicting:
+            return self.cache.key_positions(layer)
+        layers = getattr(self.cache, "layers", None)
+        seen = getattr(layers[layer], "cumulative_length", None) if layers and layer < len(layers) else None
+        if seen is None or int(seen) <= k_len:
+            return None
+        return torch.arange(int(seen) - k_len, int(seen)).expand(self.valid.shape[0], -1)
 
     def remap(self, positions: torch.Tensor) -> "KeyMappedContext":
         """This context for keys at original ``positions [B, K]``; records (and warns about) evicted spans."""
-        self._note_evictions(positions)
+        if self.evicting:
+            self._note_evictions(positions)
         return KeyMappedContext(self, positions)
 
     def _note_evictions(self, positions: torch.Tensor) -> None:

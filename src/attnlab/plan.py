@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from attnlab.context import TokenContext
+from attnlab.context import KeyMappedContext, TokenContext
 from attnlab.edits import LayerSteering, static_layer_steering
 from attnlab.errors import AttnlabError
 from attnlab.probes.chunked import attention_chunks
@@ -51,7 +51,7 @@ class Plan:
         """Everything the edits ask of ``layer`` for this call (identity when none touches it)."""
         heads, q_len, k_len = query.shape[1], query.shape[2], key.shape[2]
         out = LayerSteering()
-        positions = self.context.key_positions(layer) if self.context is not None else None
+        positions = self.context.key_positions(layer, k_len) if self.context is not None else None
         if positions is not None:
             return self._evicted_steering(layer, heads, q_len, k_len, positions)
         if self.edits and q_len == 1 and k_len > self.context.prompt_length:
@@ -65,12 +65,17 @@ class Plan:
         return out
 
     def _evicted_steering(self, layer: int, heads: int, q_len: int, k_len: int, positions) -> LayerSteering:
-        """Static edits over keys an evicting cache re-indexed: masks are mapped through their original positions."""
+        """Static edits over keys a cache re-indexed (an evicting cache, or a sliding-window layer past its window):
+        masks are mapped through the keys' original positions."""
         if self.dynamic:
             names = ", ".join(sorted({type(e).__name__ for e in self.dynamic}))
+            if self.context.evicting:
+                raise AttnlabError(f"dynamic steering ({names}) measures attention over prompt positions and cannot "
+                                   "follow a cache that evicts tokens: use a static method (PASTA, ZeroTuning, "
+                                   "InstABoost, head scaling) or a window larger than the generation")
             raise AttnlabError(f"dynamic steering ({names}) measures attention over prompt positions and cannot follow "
-                               "a cache that evicts tokens: use a static method (PASTA, ZeroTuning, InstABoost, "
-                               "head scaling) or a window larger than the generation")
+                               f"layer {layer}'s sliding window once the sequence is longer than it ({k_len} keys): "
+                               "use a static method (PASTA, ZeroTuning, InstABoost, head scaling) or a shorter input")
         if not self.edits:
             return LayerSteering()
         ctx = self.context.remap(positions)
@@ -101,7 +106,9 @@ class Plan:
         if self.context is None:
             valid = torch.ones(batch, k_len, dtype=torch.bool)
         else:
-            valid = self.context.valid_keys(k_len)
+            positions = self.context.key_positions(layer, k_len)
+            context = self.context if positions is None else KeyMappedContext(self.context, positions)
+            valid = context.valid_keys(k_len)
         q_valid = valid[:, k_len - q_len:]
         for probe in self.probes:
             probe.begin_layer(layer, batch, query.shape[1], q_len, k_len, self.context, valid)

@@ -103,7 +103,7 @@ def steer(model, *methods, tokenizer=None, probes=()):
                  for name, spec in span_specs.items()}
         if hasattr(cache, "key_positions"):
             cache.check_steerable(model)
-        plan.context = TokenContext(valid=valid, spans=spans, cache=cache if hasattr(cache, "key_positions") else None)
+        plan.context = TokenContext(valid=valid, spans=spans, cache=cache)
         handle._last_context = plan.context
         for edit in plan.dynamic:
             edit.reset()
