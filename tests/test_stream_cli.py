@@ -145,8 +145,16 @@ def test_generate_without_stream_stops_at_the_model_positions():
 @pytest.mark.parametrize("args, message", [
     (["--stream", "--window", "0"], "--window must be"), (["--stream", "--sinks", "-2"], "--sinks must be"),
     (["--stream", "--window", "700"], "512 positions"), (["--max-new-tokens", "0"], "--max-new-tokens must be"),
+    (["--chat"], "has no chat template"),
 ])
 def test_generate_bad_input(args, message):
     result = invoke(["generate", "tiny", "--prompt", "The sea"] + args)
     _one_error_line(result)
     assert message in result.output
+
+
+def test_generate_default_model_answers_in_its_chat_template():
+    """The default model (SmolLM2-Instruct) gets the prompt as a user turn, and answers it."""
+    result = invoke(["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "8"])
+    assert result.exit_code == 0, result.output
+    assert "Paris" in result.output
