@@ -93,8 +93,8 @@ def test_chat_prompt_gets_an_answer_where_a_bare_one_ends_the_turn(smollm2):
     assert "188" in chat
 
 
-def test_sink_cache_keys_equal_fresh_forward_on_smollm2(smollm2):
-    model, tok = smollm2
+def test_sink_cache_keys_equal_fresh_forward(real):
+    model, tok = real
     num_sink, window = 4, 60
     ids = tok(HELD_OUT * 2, return_tensors="pt").input_ids[:, :150]
     cache = SinkCache(model, num_sink=num_sink, window=window)
@@ -104,7 +104,7 @@ def test_sink_cache_keys_equal_fresh_forward_on_smollm2(smollm2):
     stored = cache.layers[0].stored
     assert cache.layers[0].evictions > 0
     kept = torch.cat([ids[:, :num_sink], ids[:, ids.shape[1] - (stored - num_sink):]], dim=1)
-    fresh = DynamicCache(config=model.config)
+    fresh = DynamicCache()                 # full layers: a config's sliding layers would keep only their window
     with torch.no_grad():
         model(kept, past_key_values=fresh, use_cache=True)
     # Layer 0's keys depend only on the token and its position; deeper layers also on the evicted history.
