@@ -19,7 +19,15 @@ prints a table, then JSON (also written to ``--json``). The evaluation itself is
 command line, the table and ``--plot``.
 
     python benchmarks/streaming.py                      # 100000 tokens for window/sink
-    python benchmarks/streaming.py --tokens 3000        # a quick run (about a minute)
+    python benchmarks/streaming.py --tokens 3000        # a quick run (about a minute on tiny)
+
+A long run on a small machine can be split by mode over processes (one core each) and joined afterwards:
+the perplexities are deterministic, so joining is exact for them; each process's tokens/s is its own (run
+the modes whose speeds are compared, e.g. ``sink,recompute``, in the same process)::
+
+    python benchmarks/streaming.py --model smollm2 --tokens 10000 --modes sink,recompute --json a.json &
+    python benchmarks/streaming.py --model smollm2 --tokens 10000 --modes window,dense --json b.json &
+    wait; python benchmarks/streaming.py --merge a.json b.json --json both.json --plot both.png
 """
 from __future__ import annotations
 
@@ -48,12 +56,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (a GPU needs a CUDA build of torch)")
     parser.add_argument("--json", default=None, help="also write the JSON here")
     parser.add_argument("--plot", default=None, help="also draw the running-perplexity PNG here")
+    parser.add_argument("--merge", nargs="+", default=None, help="join the JSON reports of runs of other modes with "
+                        "the same settings instead of running")
     args = parser.parse_args(argv)
+    if args.merge:
+        return finish_report(merge_reports([json.loads(Path(f).read_text()) for f in args.merge]), args)
     torch.set_num_threads(args.threads)
 
     import attnlab
     from attnlab.cache.evaluate import stream_ids, stream_perplexity
-    from attnlab.cache.plots import stream_plot
 
     model, tok = attnlab.load(args.model, dtype=args.dtype, device=args.device)
     text = Path(args.file).read_text(encoding="utf-8") if args.file else None
@@ -70,6 +81,37 @@ def main(argv=None) -> dict:
                                segment=args.segment, on_progress=progress)
     report["model"] = args.model
     report["command"] = "python benchmarks/streaming.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    return finish_report(report, args)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from runs of different modes over the same stream; refuses runs whose settings differ."""
+    from attnlab.cache.evaluate import ratios
+    from attnlab.errors import AttnlabError
+
+    keys = ("model", "tokens", "num_sink", "window", "policy", "segment", "dtype")
+    first = reports[0]
+    for other in reports[1:]:
+        differ = [k for k in keys if other.get(k) != first.get(k)]
+        if differ:
+            raise AttnlabError(f"cannot merge runs whose {differ[0]} differ ({first.get(differ[0])} vs "
+                               f"{other.get(differ[0])}): merge runs of the same stream and cache")
+    merged = dict(first, modes={}, segments={}, curves={}, commands=[r["command"] for r in reports])
+    for r in reports:
+        for part in ("modes", "segments", "curves"):
+            merged[part].update(r[part])
+        merged["dense_tokens"] = merged.get("dense_tokens") or r.get("dense_tokens")
+        if "recompute" in r["modes"]:
+            merged["recompute_every"] = r["recompute_every"]
+    merged["ratios"] = ratios(merged["modes"], merged["policy"])
+    merged["command"] = "python benchmarks/streaming.py --merge ... (each run's command in 'commands')"
+    return merged
+
+
+def finish_report(report: dict, args) -> dict:
+    """Print the table, draw the picture and write the JSON of a (run or merged) report."""
+    from attnlab.cache.plots import stream_plot
+
     print_table(report)
     if args.plot:
         stream_plot(report, Path(args.plot))
