@@ -168,6 +168,8 @@ def main() -> None:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="fresh runs per case; the median is reported")
+    p.add_argument("--methods", default="sdpa,attnlab,float-mask", help="comma list of sdpa, attnlab, float-mask "
+                   "(the float mask is slow and n^2 in memory at long prompts)")
     p.add_argument("--flex", action="store_true", help="also FlexAttention with a score_mod (prefill only; compiles)")
     p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -184,7 +186,10 @@ def main() -> None:
         table.add_column(col, justify="right")
     rows = []
     for length in args.lengths:
-        runs = {m: [] for m in ("sdpa", "attnlab", "float-mask") + (("flex",) if args.flex else ())}
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        if methods[:1] != ["sdpa"] or not set(methods) <= {"sdpa", "attnlab", "float-mask"}:
+            raise SystemExit("--methods: sdpa first (the baseline), then attnlab and/or float-mask")
+        runs = {m: [] for m in methods + (["flex"] if args.flex else [])}
         for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every method alike
             for method in runs:
                 out = subprocess.run([sys.executable, __file__, "--model", args.model, "--case", method, str(length),
