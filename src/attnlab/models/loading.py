@@ -176,11 +176,4 @@ def check_device(device) -> torch.device:
 
 def weights_sha256(folder: Path) -> str:
     """sha256 over the folder's safetensors files, in name order: the revision of a local model."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + gguf.sha256_of(sorted(folder.glob("*.safetensors")))
