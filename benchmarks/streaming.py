@@ -122,13 +122,10 @@ def finish_report(report: dict, args) -> dict:
     return report
 
 
-def fmt_bytes(n, approx=False) -> str:
-    if n is None:
-        return "-"
-    return ("~" if approx else "") + (f"{n / 2 ** 20:.1f}MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:.0f}KiB")
-
-
 def print_table(report) -> None:
+    """The benchmark's tables: perplexity per segment, speed and memory per mode, then the ratios."""
+    from attnlab.report.units import fmt_bytes
+
     modes = list(report["modes"])
     print(f"\nstreaming perplexity -- {report['model']}, {report['tokens']} tokens, cache {report['num_sink']}+"
           f"{report['window']} (window mode: 0+{report['cache_size']}), model positions {report['model_positions']}, "
