@@ -38,15 +38,27 @@ def read_text_file(path: Path) -> str:
     return text
 
 
-def output_dir(out: Optional[Path], command: str, names: list[str], overwrite: bool) -> Path:
-    """Where to write: ``out`` (refusing to overwrite files unless asked) or a new ``attnlab-out/<command>-<time>``."""
-    if out is None:
-        out = Path("attnlab-out") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-    existing = [n for n in names if (out / n).exists()]
+def output_dir(out: Optional[str], command: str, names: list[str], overwrite: bool) -> Path:
+    """Where to write: ``out`` or ``attnlab-out/<command>-<time>``, checked before any work (not yet made).
+
+    Refuses an empty ``--out``, an ``--out`` that is a file, and files already there unless ``overwrite``;
+    :func:`write_folder` makes the folder when there is something to write.
+    """
+    if out is not None and not out.strip():
+        raise AttnlabError("--out is empty: give a folder (or leave --out out to write to attnlab-out/)")
+    folder = Path(out) if out is not None else Path("attnlab-out") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder.exists() and not folder.is_dir():
+        raise AttnlabError(f"--out {folder} is a file: give a folder")
+    existing = [n for n in names if (folder / n).exists()]
     if existing and not overwrite:
-        raise AttnlabError(f"{out / existing[0]} already exists: choose another --out or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+        raise AttnlabError(f"{folder / existing[0]} already exists: choose another --out or pass --overwrite")
+    return folder
+
+
+def write_folder(folder: Path) -> Path:
+    """Make the output folder, once the results are there to write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def progress_bar() -> Progress:
@@ -59,6 +71,12 @@ def use_chat(chat: Optional[bool], tokenizer) -> bool:
     from attnlab.spans import has_chat_template
 
     return has_chat_template(tokenizer) if chat is None else chat
+
+
+def encoder_refusal(name: str, model, command: str) -> str:
+    """The one line refusing ``command`` (steer, generate) on a model that cannot generate."""
+    return (f"{name} is an encoder ({type(model).__name__}), which cannot generate: {command} needs a causal LM such "
+            "as smollm2, gemma3 or tiny (profile works on encoders; eval too, with --task kv-masked)")
 
 
 def run(fn):
@@ -78,7 +96,7 @@ def profile(
     span: list[str] = typer.Option([], "--span", "-s", help="a piece of the text(s) to measure attention on"),
     maps: Optional[str] = typer.Option(None, help="also draw full attention maps of these heads for the first "
                                        "text, e.g. 'L1' or 'L0H1,L2H0-3' (short texts only)"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/profile-<time>)"),
+    out: Optional[str] = typer.Option(None, help="output folder (default: attnlab-out/profile-<time>)"),
     overwrite: bool = typer.Option(False, help="replace report files already in --out"),
     epsilon: float = typer.Option(0.3, help="Sink ratio threshold (Gu et al.)"),
     truncate: bool = typer.Option(False, help="cut texts longer than the model's positions instead of refusing"),
@@ -92,89 +110,93 @@ def profile(
     """
     def body():
         import attnlab
+        from attnlab.collect import check_map_budget, encode
+        from attnlab.models.config import ModelShape
         from attnlab.report.plots import attention_maps, profile_heatmap
         from attnlab.report.table import print_report
 
         texts = list(text) + [read_text_file(f) for f in file]
+        if maps is not None and not maps.strip():
+            raise AttnlabError("--maps is empty: name heads like L1 or L0H1,L2H0-3 (or leave --maps out)")
         names = ["profile.json", "profile_heatmap.png"] + (["attention_maps.png"] if maps else [])
         target = output_dir(out, "profile", names, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model, dtype=dtype, trust_remote_code=trust_remote_code)
-        heads = attnlab.HeadSet.parse(maps, *attnlab.collect_shape(m)) if maps else None
+        first = texts[0] if texts else attnlab.profile_sample_text()
+        if maps:
+            shape = ModelShape.of(m)
+            heads = attnlab.HeadSet.parse(maps, shape.n_layers, shape.n_heads)
+            check_map_budget(shape, 1, encode(tok, [first], shape, truncate=truncate).input_ids.shape[1])
         spans = {s: s for s in span}
-        all_texts = texts or None
         with progress_bar() as bar:
             task = bar.add_task("profiling", total=len(texts) or 1)
-            report = attnlab.profile(m, all_texts, tokenizer=tok, spans=spans, epsilon=epsilon, truncate=truncate,
+            report = attnlab.profile(m, texts or None, tokenizer=tok, spans=spans, epsilon=epsilon, truncate=truncate,
                                      batch_size=batch_size, on_batch=lambda n: bar.advance(task, n))
+        maps_of_first = attnlab.collect(m, tok, [first], probes=("attention_maps",), truncate=truncate) if maps else None
         print_report(report, console)
+        write_folder(target)
         (target / "profile.json").write_text(report.model_dump_json(indent=1))
         profile_heatmap(report, target / "profile_heatmap.png")
-        if heads is not None:
-            first = all_texts[0] if all_texts else attnlab.profile_sample_text()
-            got = attnlab.collect(m, tok, [first], probes=("attention_maps",), truncate=truncate)
-            attention_maps(got.stats["attention_maps"][0], heads, got.tokens[0], target / "attention_maps.png")
+        if maps_of_first is not None:
+            attention_maps(maps_of_first.stats["attention_maps"][0], heads, maps_of_first.tokens[0],
+                           target / "attention_maps.png")
         console.print(f"wrote {', '.join(str(target / n) for n in names)}")
     run(body)
 
 
-METHODS = ("pasta", "act", "zerotuning", "instaboost", "spotlight", "head-scale", "temperature")
+def method_setting_options(command):
+    """Give ``command`` one ``--NAME`` option per setting of the registered methods (help from the registry); the
+    values given arrive as text in the command's ``**settings``, for :func:`attnlab.steer.registry.parse_settings`."""
+    import inspect
 
+    from attnlab.steer import registry
 
-def build_method(name: str, spans, heads: str | None, alpha: float | None, beta: float, gamma: float, m: float,
-                 psi: float, scale: float, temperature: float, mode: str):
-    """The steering method named on the command line, with its options."""
-    import attnlab
-
-    if name not in METHODS:
-        raise AttnlabError(f"unknown method '{name}': choose from {', '.join(METHODS)}")
-    if name == "pasta":
-        return attnlab.PASTA(spans, heads=heads or "all", alpha=0.01 if alpha is None else alpha, mode=mode)
-    if name == "act":
-        return attnlab.ACT(beta=beta, heads=heads or "all")
-    if name == "zerotuning":
-        return attnlab.ZeroTuning(gamma=gamma, heads=heads or "all")
-    if name == "instaboost":
-        return attnlab.InstABoost(spans, m=m, heads=heads or "all")
-    if name == "spotlight":
-        return attnlab.SpotLight(spans, psi=psi)
-    if heads is None:
-        raise AttnlabError(f"{name} needs --heads, e.g. --heads L1H0")
-    if name == "head-scale":
-        return attnlab.HeadScale(heads, scale=scale)
-    return attnlab.Temperature(heads, temperature=temperature)
+    by_name: dict[str, list] = {}
+    for name, cls in registry.METHODS.items():
+        for p in cls.params:
+            by_name.setdefault(p.name, []).append((name, p))
+    options = []
+    for key, owners in by_name.items():
+        p = owners[0][1]
+        defaults = "; ".join(f"{name}: {'required' if q.required else q.default}" for name, q in owners)
+        options.append(inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
+            None, f"--{key.replace('_', '-')}", metavar=p.type.upper(), help=f"{p.help} ({p.range_text() + '; ' if p.range_text() else ''}"
+            f"default {defaults})")))
+    fixed = [q for q in inspect.signature(command).parameters.values() if q.kind is not q.VAR_KEYWORD]
+    command.__signature__ = inspect.signature(command).replace(parameters=fixed + options)
+    return command
 
 
 @app.command()
+@method_setting_options
 def steer(
     model: str = MODEL_ARGUMENT,
-    method: str = typer.Option("pasta", "--method", "-m", help=f"one of {', '.join(METHODS)}"),
+    method: str = typer.Option("pasta", "--method", "-m", help="pasta, act, zerotuning, instaboost, spotlight, "
+                               "head-scale or temperature; each takes the settings below marked with its name"),
     prompt: str = typer.Option(..., "--prompt", "-p", help="the prompt; <<…>> marks the text to emphasise"),
     emphasize: list[str] = typer.Option([], "--emphasize", "-e", help="text of the prompt to emphasise (repeatable)"),
-    heads: Optional[str] = typer.Option(None, help="heads to steer: all, L3, L3H1,L5H0-7, or a PASTA head JSON"),
-    alpha: Optional[float] = typer.Option(None, help="PASTA alpha (0.01)"),
-    mode: str = typer.Option("exclude", help="PASTA mode: exclude, include, generation"),
-    beta: float = typer.Option(0.4, help="ACT beta"),
-    gamma: float = typer.Option(2.0, help="ZeroTuning gamma"),
-    m: float = typer.Option(5.0, "--m", help="InstABoost M"),
-    psi: float = typer.Option(0.2, help="SpotLight target share"),
-    scale: float = typer.Option(0.0, help="head-scale factor (0 ablates)"),
-    temperature: float = typer.Option(2.0, help="temperature for the temperature method"),
-    max_new_tokens: int = typer.Option(30, min=1),
+    max_new_tokens: int = typer.Option(30),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of tables"),
     chat: Optional[bool] = CHAT_OPTION,
     trust_remote_code: bool = typer.Option(False),
+    **settings,
 ):
     """Generate with and without a steering method, side by side, with the attention change per layer."""
     def body():
         import attnlab
         from attnlab.spans import strip_markers
+        from attnlab.steer import registry
         from attnlab.steer.compare import compare
         from rich.table import Table
 
+        values = registry.parse_settings(method, {k: v for k, v in settings.items() if v is not None})
+        if not prompt.strip():
+            raise AttnlabError("the prompt is empty: give some text (mark the text to emphasise with <<…>>)")
+        if max_new_tokens < 1:
+            raise AttnlabError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
         clean, marked = strip_markers(prompt)
         spans = list(emphasize) or [clean[a:z] for a, z in marked] or None
-        meth = build_method(method, spans, heads, alpha, beta, gamma, m, psi, scale, temperature, mode)
+        meth = registry.build(method, values, spans)
         with console.status(f"loading {model}"):
             mdl, tok = attnlab.load(model, trust_remote_code=trust_remote_code)
         result = compare(mdl, tok, clean, meth, emphasize=spans, max_new_tokens=max_new_tokens,
@@ -198,20 +220,29 @@ def steer(
     run(body)
 
 
-def parse_sweep(sweep: str) -> tuple[str, list]:
-    """``alpha=0.001,0.01,0.1`` -> ``("alpha", [0.001, 0.01, 0.1])``."""
-    if "=" not in sweep:
+def parse_setting_items(items: list[str]) -> dict[str, str]:
+    """``["alpha=0.05", "heads=L1"]`` -> ``{"alpha": "0.05", "heads": "L1"}`` (values still text)."""
+    written = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise AttnlabError(f"cannot read --set '{item}': write NAME=VALUE, e.g. alpha=0.05")
+        written[key.strip()] = value
+    return written
+
+
+def parse_sweep(method: str, sweep: str, select: str | None) -> tuple[str, list]:
+    """``alpha=0.001,0.01,0.1`` -> ``("alpha", [0.001, 0.01, 0.1])``, each value checked for ``method``."""
+    from attnlab.steer import registry
+
+    key, eq, raw = sweep.partition("=")
+    if not eq or not key.strip():
         raise AttnlabError(f"cannot read --sweep '{sweep}': write NAME=V1,V2,… e.g. alpha=0.001,0.01,0.1")
-    name, raw = sweep.split("=", 1)
-    values = []
-    for v in filter(None, raw.split(",")):
-        try:
-            values.append(float(v) if name != "heads" else v)
-        except ValueError:
-            raise AttnlabError(f"--sweep value '{v}' is not a number") from None
+    param = registry.setting(method, key.strip(), select)
+    values = [param.parse(v, method) for v in raw.split(",") if v.strip()]
     if not values:
-        raise AttnlabError("--sweep needs at least one value")
-    return name.strip(), values
+        raise AttnlabError("--sweep needs at least one value, e.g. alpha=0.001,0.01,0.1")
+    return key.strip(), values
 
 
 @app.command("eval")
@@ -220,13 +251,14 @@ def evaluate(
     task: str = typer.Option("kv", help="kv, needle, override, format, kv-masked or jsonl"),
     method: str = typer.Option("pasta", "--method", "-m", help="pasta, act, zerotuning, instaboost, spotlight, "
                                "head-scale, temperature, or none"),
-    n: int = typer.Option(300, help="test examples"),
+    n: int = typer.Option(300, help="test examples (jsonl: at most this many records)"),
     seed: int = typer.Option(0),
     file: Optional[Path] = typer.Option(None, help="JSONL records for --task jsonl"),
     scorer: str = typer.Option("exact", help="jsonl scorer: exact, prefix, contains, loglik"),
     pairs: Optional[int] = typer.Option(None, help="kv / kv-masked: pairs per prompt"),
-    param: list[str] = typer.Option([], "--set", help="a method setting, NAME=VALUE (alpha, heads, beta, gamma, m, "
-                                    "psi, scale, temperature, mode, top_k); repeatable"),
+    param: list[str] = typer.Option([], "--set", help="a method setting, NAME=VALUE (see attnlab steer --help for "
+                                    "each method's settings; with --select heads, top_k; with --select gamma / m, "
+                                    "grid=V1,V2,…); repeatable"),
     span: Optional[str] = typer.Option(None, help="the task span the method acts on (default: emphasis for pasta / "
                                        "spotlight, instruction for instaboost)"),
     select: Optional[str] = typer.Option(None, help="choose this setting on a train split: heads (pasta, act), "
@@ -234,69 +266,79 @@ def evaluate(
     train_n: int = typer.Option(48, help="train examples for --select (a disjoint split)"),
     budget: Optional[int] = typer.Option(None, help="at most this many heads tried by --select heads"),
     sweep: Optional[str] = typer.Option(None, help="NAME=V1,V2,… one run per value, one curve"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/eval-<time>)"),
+    out: Optional[str] = typer.Option(None, help="output folder (default: attnlab-out/eval-<time>)"),
     overwrite: bool = typer.Option(False),
     batch_size: int = typer.Option(16, min=1),
 ):
     """Measure a steering method on a task: accuracy unsteered vs steered, paired difference with 95% CI."""
     def body():
         import attnlab
-        from attnlab.evals.harness import MethodSpec, run as run_eval
+        from attnlab.evals.harness import run as run_eval
         from attnlab.evals.plots import bucket_plot, sweep_plot
-        from attnlab.evals.tasks import make_task
+        from attnlab.evals.splits import train_and_test
+        from attnlab.evals.tasks import TASKS, read_jsonl
+        from attnlab.models.config import max_positions
 
         if n < 1:
             raise AttnlabError(f"--n must be >= 1, got {n}")
-        if method != "none" and method not in METHODS:
-            raise AttnlabError(f"unknown method '{method}': choose from {', '.join(METHODS)} or none")
-        params = {}
-        for item in param:
-            if "=" not in item:
-                raise AttnlabError(f"cannot read --set '{item}': write NAME=VALUE")
-            k, v = item.split("=", 1)
-            params[k] = v if k in ("heads", "mode") else float(v)
+        for name, value in (("--train-n", train_n), ("--budget", budget), ("--pairs", pairs)):
+            if value is not None and value < 1:
+                raise AttnlabError(f"{name} must be >= 1, got {value}")
+        if task not in TASKS:
+            raise AttnlabError(f"unknown task '{task}': choose from {', '.join(TASKS)}")
+        if pairs is not None and task not in ("kv", "kv-masked"):
+            raise AttnlabError(f"--pairs is for --task kv and kv-masked, not {task}")
+        if (file is not None) != (task == "jsonl"):
+            raise AttnlabError("--file goes with --task jsonl" if file is not None else "--task jsonl needs --file "
+                               "PATH to a JSONL file of {prompt, answer} records")
+        if task == "jsonl":
+            read_jsonl(str(file), scorer)
+        specs = method_specs(method, param, select, span, sweep)
         names = ["eval.json", "eval.png"] + (["sweep.png", "sweep.json"] if sweep else [])
         target = output_dir(out, "eval", names, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model)
-        shape = attnlab.ModelShape.of(m)
-        task_params = {}
-        if pairs is not None:
-            task_params["pairs"] = pairs
+        task_params = {} if pairs is None else {"pairs": pairs}
         if task == "jsonl":
-            task_params.update(path=str(file) if file else None, scorer=scorer)
-        test = make_task(task, tok, n if task != "jsonl" else None, seed, shape.max_positions, **task_params)
-        train = None
-        if select:
-            if task == "jsonl":
-                cut = max(1, len(test.examples) // 4)
-                train = type(test)(test.name, test.examples[:cut], test.scorer, {**test.params, "split": "train"},
-                                   test.encoder)
-                test = type(test)(test.name, test.examples[cut:cut + n], test.scorer,
-                                  {**test.params, "split": "test"}, test.encoder)
-            else:
-                train = make_task(task, tok, train_n, seed + 1000, shape.max_positions, **task_params)
-        spec = None if method == "none" else MethodSpec(method, params, select, span)
-        sweep_values = parse_sweep(sweep) if sweep else (None, [None])
+            task_params.update(path=str(file), scorer=scorer)
+        train, test = train_and_test(task, tok, n, seed, max_positions(m), train_n if select else None, **task_params)
         results = []
-        for value in sweep_values[1]:
-            this = spec if value is None else MethodSpec(method, {**params, sweep_values[0]: value}, select, span)
+        for value, spec in specs:
             with progress_bar() as bar:
-                job = bar.add_task(f"{task} · {method}" + (f" {sweep_values[0]}={value}" if value is not None else ""),
+                job = bar.add_task(f"{task} · {method}" + (f" {sweep.partition('=')[0]}={value}" if sweep else ""),
                                    total=None)
-                results.append((value, run_eval(m, tok, test, this, train=train, budget=budget, seed=seed,
+                results.append((value, run_eval(m, tok, test, spec, train=train, budget=budget, seed=seed,
                                                 batch_size=batch_size, on_step=lambda k: bar.advance(job, k))))
-        final = results[-1][1] if sweep is None else results
-        (target / "eval.json").write_text(json.dumps(final if sweep is None else
+        write_folder(target)
+        (target / "eval.json").write_text(json.dumps(results[-1][1] if sweep is None else
                                                      [{"value": v, **r} for v, r in results], indent=1))
         bucket_plot(results[-1][1], target / "eval.png")
         if sweep:
-            sweep_plot(results, sweep_values[0], target / "sweep.png")
+            sweep_plot(results, sweep.partition("=")[0], target / "sweep.png")
             (target / "sweep.json").write_text(json.dumps([{"value": v, "steered": r["steered"], "paired": r["paired"]}
                                                            for v, r in results], indent=1))
         print_eval(results)
         console.print(f"wrote {', '.join(str(target / n_) for n_ in names)}")
     run(body)
+
+
+def method_specs(method: str, items: list[str], select: str | None, span: str | None, sweep: str | None) -> list:
+    """``[(sweep value or None, MethodSpec or None)]`` for ``eval``, every setting checked against the registry."""
+    if method == "none":
+        given = [flag for flag, value in (("--set", items), ("--select", select), ("--span", span), ("--sweep", sweep))
+                 if value]
+        if given:
+            raise AttnlabError(f"{given[0]} needs a method: pass --method")
+        return [(None, None)]
+    from attnlab.evals.harness import MethodSpec
+    from attnlab.steer import registry
+
+    registry.check_select(method, select)
+    values = registry.parse_settings(method, parse_setting_items(items), select)
+    if sweep is None:
+        return [(None, MethodSpec(method, values, select, span))]
+    key, swept = parse_sweep(method, sweep, select)
+    return [(v, MethodSpec(method, {**values, key: v}, select, span)) for v in swept]
 
 
 def print_eval(results) -> None:
@@ -375,7 +417,7 @@ def stream(
                               "h2o, tova, snapkv; 'policy' is --policy"),
     recompute_every: int = typer.Option(25, help="recompute: one fresh forward every this many tokens"),
     dense_tokens: Optional[int] = typer.Option(None, help="dense stops here (default: twice the model's positions)"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default: attnlab-out/stream-<time>)"),
+    out: Optional[str] = typer.Option(None, help="output folder (default: attnlab-out/stream-<time>)"),
     overwrite: bool = typer.Option(False, help="replace stream.json / stream.png already in --out"),
     threads: int = typer.Option(1, help="torch threads (token-by-token decoding gains little from more)"),
     dtype: Optional[str] = DTYPE_OPTION,
@@ -396,11 +438,13 @@ def stream(
         chosen = resolve_modes([m.strip() for m in modes.split(",") if m.strip()], policy)
         if recompute_every < 1:
             raise AttnlabError(f"--recompute-every must be >= 1, got {recompute_every}")
+        if dense_tokens is not None and dense_tokens < 1:
+            raise AttnlabError(f"--dense-tokens must be >= 1, got {dense_tokens}")
+        target = output_dir(out, "stream", STREAM_FILES, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         check_settings(m, sinks, window, chosen)
         ids = stream_ids(tok, tokens, text)
-        target = output_dir(out, "stream", STREAM_FILES, overwrite)
         with progress_bar() as bar:
             jobs = {}
 
@@ -420,6 +464,7 @@ def stream(
                              (f" --dense-tokens {dense_tokens}" if dense_tokens else "") +
                              (f" --dtype {dtype}" if dtype else "") + (f" --device {device}" if device != "cpu" else ""))
         print_stream(report)
+        write_folder(target)
         stream_plot(report, target / "stream.png")
         (target / "stream.json").write_text(json.dumps(report, indent=1))
         console.print(f"wrote {', '.join(str(target / n) for n in STREAM_FILES)}")
@@ -435,18 +480,13 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def fmt_bytes(n) -> str:
-    """``1.5MiB`` / ``546KiB`` / ``-``."""
-    if n is None:
-        return "-"
-    return f"{n / 2 ** 20:.1f}MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:.0f}KiB"
-
-
 def print_stream(report: dict) -> None:
     """The tables of ``attnlab stream``: perplexity per segment, then speed and memory per mode, then ratios."""
     import math
 
     from rich.table import Table
+
+    from attnlab.report.units import fmt_bytes
 
     modes = list(report["modes"])
     segs = Table(title=f"streaming perplexity - {report['model']}, {report['tokens']} tokens, cache "
@@ -500,6 +540,8 @@ def generate(
         import attnlab
         from attnlab.cache import SinkCache
         from attnlab.cache.evaluate import cache_bytes, check_settings
+        from attnlab.models.config import max_positions
+        from attnlab.report.units import fmt_bytes
         from attnlab.spans import chat_wrap
 
         set_threads(threads)
@@ -511,9 +553,11 @@ def generate(
             raise AttnlabError("the prompt is empty: give some text to continue")
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        if not m.can_generate():
+            raise AttnlabError(encoder_refusal(model, m, "generate"))
         text = chat_wrap(tok, prompt)[0] if use_chat(chat, tok) else prompt
         ids = tok(text, return_tensors="pt", add_special_tokens=text is prompt).input_ids.to(m.device)
-        limit = getattr(m.config, "max_position_embeddings", None)
+        limit = max_positions(m)
         cache = None
         if stream_cache:
             check_settings(m, sinks, window, ["sink"])

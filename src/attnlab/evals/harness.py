@@ -18,34 +18,50 @@ from attnlab.errors import AttnlabError
 from attnlab.evals.stats import mcnemar_exact, paired_bootstrap
 from attnlab.evals.tasks import Task
 from attnlab.spans import head_name
+from attnlab.steer import registry
 
-SPAN_OF = {"pasta": "emphasis", "spotlight": "emphasis", "instaboost": "instruction"}
-
-
-@dataclass
+@dataclass(frozen=True)
 class MethodSpec:
-    """A method by name with its hyper-parameters; ``select`` names the one chosen from train data."""
+    """A registered method by name with its settings; ``select`` names the one chosen from train data.
+
+    ``params`` may also hold the options of that choice (``top_k`` for PASTA's heads, ``grid`` for
+    ZeroTuning's gamma or InstABoost's M); every key and value is checked against the registry here.
+    """
 
     name: str
     params: dict = field(default_factory=dict)
     select: str | None = None
     span: str | None = None
 
+    def __post_init__(self):
+        cls = registry.method_class(self.name)
+        object.__setattr__(self, "params", registry.check_settings(self.name, self.params, self.select))
+        if self.span is not None and cls.span is None:
+            raise AttnlabError(f"{self.name} acts on no span: leave out the span ('{self.span}')")
+
     @property
     def span_name(self) -> str | None:
-        """The task span the method acts on: ``span`` if given, else the method's usual one."""
-        return self.span or SPAN_OF.get(self.name)
+        """The task span the method acts on: ``span`` if given, else the method's own."""
+        return self.span or registry.method_class(self.name).span
+
+    @property
+    def method_params(self) -> dict:
+        """The settings the method is built with (the options of a choice from data left out)."""
+        return registry.split_settings(self.name, self.params)[0]
+
+    @property
+    def options(self) -> dict:
+        """The options of choosing ``select`` from data, declared defaults filled in."""
+        return registry.choice_options(self.name, self.select, self.params) if self.select else {}
+
+    def with_params(self, **params) -> "MethodSpec":
+        """This method with ``params`` set, nothing left to choose."""
+        return MethodSpec(self.name, {**self.method_params, **params}, span=self.span)
 
     def build(self, spans_of):
         """The method for one batch; ``spans_of(name)`` gives that batch's per-prompt span lists."""
-        from attnlab.cli import build_method
-
-        p = dict(self.params)
         span = self.span_name
-        spans = spans_of(span) if span else None
-        return build_method(self.name, spans, p.get("heads"), p.get("alpha"), p.get("beta", 0.4), p.get("gamma", 2.0),
-                            p.get("m", 5.0), p.get("psi", 0.2), p.get("scale", 0.0), p.get("temperature", 2.0),
-                            p.get("mode", "exclude"))
+        return registry.build(self.name, self.method_params, spans_of(span) if span else None)
 
 
 def _pieces(example, name):
@@ -162,31 +178,22 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
     examples = [selection.Example(e.prompt, e.answers[0], {k: (v if isinstance(v, str) else v[0])
                                                              for k, v in e.spans.items()}) for e in train.examples]
     metric = "accuracy" if train.scorer == "exact" else "logprob"
-    if spec.select == "heads" and spec.name == "pasta":
-        ranked = selection.rank_heads(model, tokenizer, examples, lambda spans, heads: MethodSpec(
-            "pasta", {**spec.params, "heads": heads}, span=spec.span).build(spans), metric="logprob", budget=budget,
-            on_step=on_step)
-        top = int(spec.params.get("top_k", 4))
-        heads = [h for gain, h in ranked[:top] if gain > 0] or [ranked[0][1]]
-        return {"heads": heads, "ranking": [(round(g, 4), head_name(l, h)) for g, (l, h) in ranked[:10]]}
-    if spec.select == "heads" and spec.name == "act":
-        ranked = selection.rank_heads(model, tokenizer, examples, lambda spans, heads: MethodSpec(
-            "act", {**spec.params, "heads": heads}).build(spans), metric="logprob", budget=budget, on_step=on_step)
-        heads = [h for gain, h in ranked if gain > 0] or [ranked[0][1]]
-        return {"heads": heads, "ranking": [(round(g, 4), head_name(l, h)) for g, (l, h) in ranked[:10]]}
+    options = spec.options
+    if spec.select == "heads":
+        ranked = selection.rank_heads(model, tokenizer, examples, lambda spans, heads: spec.with_params(heads=heads)
+                                      .build(spans), metric="logprob", budget=budget, on_step=on_step)
+        gaining = [h for gain, h in ranked if gain > 0][:options.get("top_k")] or [ranked[0][1]]
+        return {"heads": gaining, "ranking": [(round(g, 4), head_name(l, h)) for g, (l, h) in ranked[:10]]}
     if spec.select == "gamma":
-        grid = spec.params.get("grid", [0.25, 0.5, 0.75, 1.5, 2.0, 3.0, 4.0])
-        best, results = selection.choose_value(model, tokenizer, examples, lambda spans, g: MethodSpec(
-            "zerotuning", {**spec.params, "gamma": g}).build(spans), grid, metric=metric, on_step=on_step)
+        best, results = selection.choose_value(model, tokenizer, examples, lambda spans, g: spec.with_params(gamma=g)
+                                               .build(spans), list(options["grid"]), metric=metric, on_step=on_step)
         return {"gamma": best, "grid": results}
-    if spec.select == "m":
-        if spec.span_name != "instruction":
-            examples = [selection.Example(e.prompt, e.answer, {**e.spans, "instruction": e.spans[spec.span_name]})
-                        for e in examples]
-        best, results = selection.choose_instaboost_m(model, tokenizer, examples, spec.params.get("grid"),
-                                                      metric=metric, on_step=on_step)
-        return {"m": best, "grid": results}
-    raise AttnlabError(f"method '{spec.name}' has no setting '{spec.select}' to choose from data")
+    if spec.span_name != "instruction":
+        examples = [selection.Example(e.prompt, e.answer, {**e.spans, "instruction": e.spans[spec.span_name]})
+                    for e in examples]
+    best, results = selection.choose_instaboost_m(model, tokenizer, examples, list(options["grid"]), metric=metric,
+                                                  on_step=on_step)
+    return {"m": best, "grid": results}
 
 
 def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | None = None,
@@ -200,9 +207,8 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
     if spec is not None and spec.select:
         if train is None:
             raise AttnlabError(f"choosing {spec.select} from data needs a train split")
-        selected = select_settings(model, tokenizer, spec, train, budget, on_step)
-        spec = MethodSpec(spec.name, {**spec.params, **{k: v for k, v in selected.items()
-                                                         if k in ("heads", "gamma", "m")}}, span=spec.span)
+        selected = {**select_settings(model, tokenizer, spec, train, budget, on_step), "options": spec.options}
+        spec = spec.with_params(**{spec.select: selected[spec.select]})
     if spec is not None and spec.span_name:
         _pieces(task.examples[0], spec.span_name)
     unsteered = score_task(model, tokenizer, task, None, batch_size, on_step)
@@ -217,8 +223,8 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
     return {
         "attnlab_version": __version__, "model": model_info(model).model_dump(),
         "task": {"name": task.name, "scorer": task.scorer, **task.params},
-        "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {k: (_heads_label(v) if k == "heads" else v)
-                                                                            for k, v in spec.params.items()}},
+        "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {
+            k: (_heads_label(v) if k == "heads" else v) for k, v in spec.params.items()}},
         "selection": None if selected is None else {"on": {"task": train.name, **train.params}, **{
             k: (_heads_label(v) if k == "heads" else v) for k, v in selected.items()}},
         "n": n, "seed": seed,

@@ -151,10 +151,10 @@ def kv_masked_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = No
     return Task("kv-masked", examples, "masked", {"pairs": pairs, "n": n, "seed": seed}, encoder=True)
 
 
-def jsonl_task(tokenizer, n: int | None, seed: int = 0, max_tokens: int | None = None, path: str | None = None,
-               scorer: str = "exact") -> Task:
+def read_jsonl(path: str | None, scorer: str = "exact") -> list[EvalExample]:
     """The user's records, one JSON object per line: ``{"prompt": …, "answer": … | "answers": […],
-    "spans": {"emphasis": "…"}, "wrong": […]}``; ``<<…>>`` in the prompt marks the ``emphasis`` span."""
+    "spans": {"emphasis": "…"}, "wrong": […]}``; ``<<…>>`` in the prompt marks the ``emphasis`` span.
+    A record that is not of that form is refused in one line naming its line number."""
     if path is None:
         raise AttnlabError("task 'jsonl' needs --file PATH to a JSONL file of {prompt, answer} records")
     if scorer not in SCORERS:
@@ -162,32 +162,56 @@ def jsonl_task(tokenizer, n: int | None, seed: int = 0, max_tokens: int | None =
     file = Path(path)
     if not file.is_file():
         raise AttnlabError(f"{path} is not a file: give a JSONL file of {{prompt, answer}} records")
-    examples = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise AttnlabError(f"{path} line {number} is not JSON ({exc.msg})") from None
-        if not isinstance(rec, dict) or "prompt" not in rec or not ("answer" in rec or "answers" in rec):
-            raise AttnlabError(f"{path} line {number}: a record needs 'prompt' and 'answer' (or 'answers')")
-        prompt, marked = strip_markers(rec["prompt"])
-        spans = dict(rec.get("spans", {}))
-        if marked:
-            spans.setdefault("emphasis", [prompt[a:z] for a, z in marked])
-        answers = rec.get("answers") or [rec["answer"]]
-        if scorer == "loglik" and not rec.get("wrong"):
-            raise AttnlabError(f"{path} line {number}: the loglik scorer needs 'wrong' alternatives to compare with")
-        examples.append(EvalExample(prompt, answers, spans, str(rec.get("bucket", "all")), rec.get("wrong", [])))
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise AttnlabError(f"{path} is not UTF-8 text: convert it first (e.g. iconv -t UTF-8)") from None
+    examples = [_record(line, f"{path} line {number}", scorer) for number, line in enumerate(lines, 1) if line.strip()]
     if not examples:
         raise AttnlabError(f"{path} holds no records")
+    return examples
+
+
+def _texts(value, where: str, what: str) -> list[str]:
+    """``value`` as a non-empty list of strings (one string allowed), else a one-line error."""
+    value = [value] if isinstance(value, str) else value
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise AttnlabError(f"{where}: {what} must be a non-empty string or list of non-empty strings")
+    return value
+
+
+def _record(line: str, where: str, scorer: str) -> EvalExample:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise AttnlabError(f"{where} is not JSON ({exc.msg})") from None
+    if not isinstance(rec, dict) or "prompt" not in rec or not ("answer" in rec or "answers" in rec):
+        raise AttnlabError(f"{where}: a record needs 'prompt' and 'answer' (or 'answers')")
+    if not isinstance(rec["prompt"], str) or not rec["prompt"].strip():
+        raise AttnlabError(f"{where}: 'prompt' must be a non-empty string")
+    prompt, marked = strip_markers(rec["prompt"])
+    if not isinstance(rec.get("spans", {}), dict):
+        raise AttnlabError(f"{where}: 'spans' must map span names to text, like {{\"emphasis\": \"…\"}}")
+    spans = {name: _texts(text, where, f"span '{name}'") for name, text in rec.get("spans", {}).items()}
+    if marked:
+        spans.setdefault("emphasis", [prompt[a:z] for a, z in marked])
+    answers = _texts(rec["answers"] if "answers" in rec else rec["answer"], where, "'answers'")
+    if scorer == "loglik" and not rec.get("wrong"):
+        raise AttnlabError(f"{where}: the loglik scorer needs 'wrong' alternatives to compare with")
+    wrong = _texts(rec["wrong"], where, "'wrong'") if rec.get("wrong") else []
+    return EvalExample(prompt, answers, spans, str(rec.get("bucket", "all")), wrong)
+
+
+def jsonl_task(tokenizer, n: int | None, seed: int = 0, max_tokens: int | None = None, path: str | None = None,
+               scorer: str = "exact") -> Task:
+    """``n`` (all if None) of the records of the JSONL file ``path`` (see :func:`read_jsonl`), shuffled by ``seed``."""
+    examples = read_jsonl(path, scorer)
     rng = random.Random(seed)
     rng.shuffle(examples)
     examples = examples[:n] if n else examples
     longest = _fits(tokenizer, [(e.prompt, e.answers[0]) for e in examples], max_tokens)
     _check_budget("jsonl", longest, max_tokens, "shorten the longest prompts")
-    return Task("jsonl", examples, scorer, {"path": str(file), "scorer": scorer, "n": len(examples), "seed": seed})
+    return Task("jsonl", examples, scorer, {"path": str(path), "scorer": scorer, "n": len(examples), "seed": seed})
 
 
 TASKS = {"kv": kv_task, "needle": needle_task, "override": override_task, "format": format_task,

@@ -23,7 +23,7 @@ import math
 import torch
 
 from attnlab.edits import head_set
-from attnlab.steer.base import Method, check_fraction
+from attnlab.steer.base import Method, Param
 from attnlab.steer.dynamic import received, row_mass
 
 
@@ -31,10 +31,15 @@ class ACT(Method):
     """Attention calibration of hidden sinks (defaults beta = 0.4, threshold = 0.1)."""
 
     name = "act"
+    params = (Param("beta", "float", 0.4, "factor on the attention to the hidden sinks", above=0, below=1),
+              Param("threshold", "float", 0.1, "mean attention a key receives to count as a hidden sink", above=0,
+                    below=1),
+              Param("heads", "heads", "all", "heads to calibrate: all, L3, L3H1,L5H0-7"))
+    selectable = {"heads": ()}
 
     def __init__(self, beta: float = 0.4, threshold: float = 0.1, heads="all"):
-        self.beta = check_fraction("beta", beta, "ACT")
-        self.threshold = check_fraction("threshold", threshold, "ACT")
+        self.beta = self.checked("beta", beta)
+        self.threshold = self.checked("threshold", threshold)
         self.heads = heads
 
     def build(self, n_layers: int, n_heads: int):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from attnlab.edits import Edit
-from attnlab.steer.base import Method, check_positive, require_spans
+from attnlab.steer.base import Method, Param, require_spans
 
 M_GRID = tuple(range(1, 20, 2))
 
@@ -23,10 +23,15 @@ class InstABoost(Method):
     """Boost the instruction span by ``M`` (bias ``log M``) in every layer and head."""
 
     name = "instaboost"
+    span = "instruction"
+    params = (Param("m", "float", 5.0, "factor M on the attention to the instruction", above=0),
+              Param("heads", "heads", "all", "heads to steer: all, L3, L3H1,L5H0-7"))
+    selectable = {"m": (Param("grid", "grid", M_GRID, "values of M tried, up to the first that fails the fluency "
+                              "check", above=0),)}
 
     def __init__(self, instruction=None, m: float = 5.0, heads="all"):
         self.instruction = require_spans(instruction, "InstABoost", "the instruction span")
-        self.m = check_positive("M", m, "InstABoost")
+        self.m = self.checked("m", m)
         self.heads = heads
 
     def spans(self) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from attnlab.edits import Edit
 from attnlab.errors import AttnlabError
-from attnlab.steer.base import Method, check_fraction, require_spans
+from attnlab.steer.base import Method, Param, require_spans
 
 MODES = ("exclude", "include", "generation")
 
@@ -39,13 +39,17 @@ class PASTA(Method):
     """Emphasise spans of the prompt on selected heads (defaults: alpha = 0.01, ``exclude``)."""
 
     name = "pasta"
+    span = "emphasis"
+    params = (Param("heads", "heads", "all", "heads to steer: all, L3, L3H1,L5H0-7, or a PASTA head JSON"),
+              Param("alpha", "float", 0.01, "factor on the attention outside the emphasised text", above=0, below=1),
+              Param("mode", "text", "exclude", "exclude: down-weight the rest of the prompt; include: boost the "
+                    "span; generation: down-weight the whole prompt", choices=MODES))
+    selectable = {"heads": (Param("top_k", "int", 4, "keep at most this many of the best-ranked heads", above=0),)}
 
     def __init__(self, emphasize=None, heads="all", alpha: float = 0.01, mode: str = "exclude", *, spans=None):
         self.emphasize = require_spans(emphasize if emphasize is not None else spans, "PASTA", "spans to emphasise")
-        self.alpha = check_fraction("alpha", alpha, "PASTA")
-        if mode not in MODES:
-            raise AttnlabError(f"PASTA: unknown mode '{mode}': use one of {', '.join(MODES)}")
-        self.mode = mode
+        self.alpha = self.checked("alpha", alpha)
+        self.mode = self.checked("mode", mode)
         self.heads = load_head_config(heads) if isinstance(heads, (str, Path)) and str(heads).endswith(".json") \
             else heads
 

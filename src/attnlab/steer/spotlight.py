@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from attnlab.steer.base import Method, check_fraction, require_spans
+from attnlab.steer.base import Method, Param, require_spans
 from attnlab.steer.dynamic import row_mass
 
 
@@ -24,11 +24,13 @@ class SpotLight(Method):
     """Keep at least ``psi`` of the attention on the emphasised span, layer by layer and step by step."""
 
     name = "spotlight"
+    span = "emphasis"
+    params = (Param("psi", "float", 0.2, "share of attention the emphasised text keeps at least", above=0, below=1),)
 
     def __init__(self, emphasize=None, psi: float = 0.2, *, spans=None):
         self.emphasize = require_spans(emphasize if emphasize is not None else spans, "SpotLight",
                                        "spans to emphasise")
-        self.psi = check_fraction("psi", psi, "SpotLight")
+        self.psi = self.checked("psi", psi)
 
     def spans(self) -> dict:
         return {"emphasis": self.emphasize}

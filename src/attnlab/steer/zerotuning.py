@@ -13,19 +13,24 @@ from __future__ import annotations
 import math
 
 from attnlab.edits import Edit
-from attnlab.steer.base import Method, check_positive
+from attnlab.steer.base import Method, Param
 
 
 class ZeroTuning(Method):
     """Rescale the initial token's attention by ``gamma`` on the selected heads (all by default)."""
 
     name = "zerotuning"
+    params = (Param("gamma", "float", 2.0, "factor on the attention to the initial token (per head in Python: a "
+                    "dict)", above=0),
+              Param("heads", "heads", "all", "heads to steer: all, L3, L3H1,L5H0-7"))
+    selectable = {"gamma": (Param("grid", "grid", (0.25, 0.5, 0.75, 1.5, 2.0, 3.0, 4.0), "values of gamma tried",
+                                  above=0),)}
 
     def __init__(self, gamma=2.0, heads="all"):
         if isinstance(gamma, dict):
-            self.gamma = {k: check_positive("gamma", v, "ZeroTuning") for k, v in gamma.items()}
+            self.gamma = {k: self.checked("gamma", v) for k, v in gamma.items()}
         else:
-            self.gamma = check_positive("gamma", gamma, "ZeroTuning")
+            self.gamma = self.checked("gamma", gamma)
         self.heads = heads
 
     def build(self, n_layers: int, n_heads: int):
