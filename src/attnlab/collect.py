@@ -3,6 +3,9 @@
 ``collect`` tokenizes each text on its own (the tokenizer is never modified), pads the batch (left for
 causal models, right for encoders), attaches attnlab's attention function with a plan of probes,
 runs the base model (no LM head), and trims every result to each text's real tokens.
+
+The module is callable: ``attnlab.collect(model, tok, texts)`` is :func:`collect` (see
+:mod:`attnlab.callable_module`).
 """
 from __future__ import annotations
 
@@ -13,11 +16,13 @@ import torch
 
 from attnlab import seam
 from attnlab.batching import pad_rows, position_ids
+from attnlab.callable_module import make_callable
 from attnlab.errors import AttnlabError
 from attnlab.plan import Plan, TokenContext
 from attnlab.probes.attention import Entropy, FirstTokenMass, FullMaps, ReceivedAttention, SpanMass
 from attnlab.probes.massive import massive_activation_hooks
-from attnlab.spans import char_range, token_range
+from attnlab.models.config import ModelShape
+from attnlab.spans import PromptTokens, span_mask
 
 PROBES = {
     "first_token_mass": FirstTokenMass,
@@ -30,40 +35,31 @@ MAP_BUDGET_BYTES = 2 * 1024 ** 3
 
 
 @dataclass
-class ModelShape:
-    """Layers, heads and maximum positions read from the model config."""
-
-    n_layers: int
-    n_heads: int
-    max_positions: int | None
-    causal: bool
-
-    @classmethod
-    def of(cls, model) -> "ModelShape":
-        cfg = model.config.get_text_config()
-        n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer")
-        n_heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head")
-        max_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
-        causal = any(getattr(m, "is_causal", False) is True for m in model.modules())
-        return cls(n_layers, n_heads, max_pos, causal)
-
-
-@dataclass
 class Encoded:
-    """One padded batch: ids, 2-D mask, per-text token offsets and the number of real tokens."""
+    """One padded batch: ids, 2-D mask, each text as spans see it (its tokens' offsets and columns), token strings."""
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    offsets: list
-    lengths: list[int]
+    prompts: list[PromptTokens]
     tokens: list[list[str]]
+
+    @property
+    def offsets(self) -> list:
+        """Per text, each token's character range in it (None for a slow tokenizer)."""
+        return [p.offsets for p in self.prompts]
+
+    def span_mask(self, spec) -> torch.Tensor:
+        """``[B, T]`` bool: the tokens of ``spec`` (a substring or character range, or a list) in each text."""
+        return span_mask(self.prompts, spec, self.input_ids.shape[1], noun="text")
 
 
 def encode(tokenizer, texts: list[str], shape: ModelShape, *, truncate: bool = False, left_pad: bool = True) -> Encoded:
     """Tokenize texts one by one and pad them into a batch; refuse empty or too-long texts with a clear line."""
     rows, offsets, tokens = [], [], []
     for i, text in enumerate(texts):
-        if not text or not text.strip():
+        if not isinstance(text, str):
+            raise AttnlabError(f"text {i + 1} is a {type(text).__name__}, not text: give each text as a str")
+        if not text.strip():
             raise AttnlabError(f"text {i + 1} is empty: give some text to analyse")
         kwargs = {"return_offsets_mapping": True} if getattr(tokenizer, "is_fast", False) else {}
         enc = tokenizer(text, truncation=False, **kwargs)
@@ -78,21 +74,10 @@ def encode(tokenizer, texts: list[str], shape: ModelShape, *, truncate: bool = F
         offsets.append(list(enc["offset_mapping"])[:len(ids)] if "offset_mapping" in enc else None)
         tokens.append(tokenizer.convert_ids_to_tokens(ids))
     input_ids, mask = pad_rows(rows, tokenizer.pad_token_id, left=left_pad)
-    return Encoded(input_ids, mask, offsets, [len(r) for r in rows], tokens)
-
-
-def span_key_mask(enc: Encoded, texts: list[str], span, left_pad: bool) -> torch.Tensor:
-    """``[B, T]`` bool: the tokens of ``span`` (a substring or character range) in each text of the batch."""
-    mask = torch.zeros_like(enc.attention_mask, dtype=torch.bool)
-    width = enc.input_ids.shape[1]
-    for b, text in enumerate(texts):
-        if enc.offsets[b] is None:
-            raise AttnlabError("spans need a fast tokenizer (with offsets); load the model's tokenizer.json")
-        start, end = char_range(text, span, where=f"text {b + 1}")
-        a, z = token_range(enc.offsets[b], start, end, what=f"span '{span}' in text {b + 1}")
-        shift = width - enc.lengths[b] if left_pad else 0
-        mask[b, a + shift:z + shift] = True
-    return mask
+    width = input_ids.shape[1]
+    prompts = [PromptTokens(text, offs, list(range(width - len(ids), width) if left_pad else range(len(ids))))
+               for text, offs, ids in zip(texts, offsets, rows)]
+    return Encoded(input_ids, mask, prompts, tokens)
 
 
 @dataclass
@@ -137,6 +122,7 @@ def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bo
 
 
 def check_map_budget(shape: ModelShape, batch: int, n_tokens: int, budget: int = MAP_BUDGET_BYTES) -> None:
+    """Refuse full attention maps that would take more than ``budget`` bytes, before any is computed."""
     need = 4 * shape.n_layers * shape.n_heads * batch * n_tokens ** 2
     if need > budget:
         raise AttnlabError(f"full attention maps of {n_tokens} tokens need {need / 1024 ** 3:.1f} GiB (budget "
@@ -155,21 +141,22 @@ def collect(model, tokenizer, texts, probes=("first_token_mass", "received_atten
     texts = [texts] if isinstance(texts, str) else list(texts)
     if not texts:
         raise AttnlabError("no text given: pass at least one text")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AttnlabError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     unknown = [p for p in probes if p not in PROBES]
     if unknown:
         raise AttnlabError(f"unknown probe '{unknown[0]}': choose from {', '.join(PROBES)}")
     seam.check_supported(model)
     shape = ModelShape.of(model)
-    left_pad = shape.causal
     out = Collected()
     for first in range(0, len(texts), batch_size):
         chunk = texts[first:first + batch_size]
-        enc = encode(tokenizer, chunk, shape, truncate=truncate, left_pad=left_pad)
+        enc = encode(tokenizer, chunk, shape, truncate=truncate, left_pad=shape.causal)
         if "attention_maps" in probes:
             check_map_budget(shape, len(chunk), enc.input_ids.shape[1], map_budget_bytes)
         batch_probes = [PROBES[name]() for name in probes]
         for name, span in (spans or {}).items():
-            batch_probes.append(SpanMass(name, span_key_mask(enc, chunk, span, left_pad)))
+            batch_probes.append(SpanMass(name, enc.span_mask(span)))
         valid = enc.attention_mask.bool()
         found = forward_with_probes(model, enc.input_ids, enc.attention_mask, batch_probes, massive=massive)
         for probe in batch_probes:
@@ -187,3 +174,6 @@ def collect(model, tokenizer, texts, probes=("first_token_mass", "received_atten
         if on_batch:
             on_batch(len(chunk))
     return out
+
+
+make_callable(__name__)

@@ -1,5 +1,7 @@
 """``attnlab.profile``: where does each head's attention go? Sink mass, Sink ratio, entropy, hidden sinks.
 
+The module is callable: ``attnlab.profile(model, texts)`` is :func:`profile` (see :mod:`attnlab.callable_module`).
+
 Metrics: first-token mass (StreamingLLM's attention sink), Gu et al.'s Sink_1^eps ratio (ICLR 2025),
 mean attention entropy, ACT's hidden sinks (Yu et al., ICML 2024) and massive activations (Sun et al.,
 COLM 2024). All computed with attnlab's chunked probes, never with eager ``n x n`` maps.
@@ -11,8 +13,10 @@ from importlib import resources
 
 import torch
 
-from attnlab.collect import ModelShape, collect
+from attnlab.callable_module import make_callable
+from attnlab.collect import collect
 from attnlab.errors import AttnlabError
+from attnlab.models.config import ModelShape
 from attnlab.report.schema import (HiddenSink, LayerActivations, MassiveActivation, ModelInfo, Report, Summary,
                                    TextReport)
 from attnlab.sinks import EPSILON, HIDDEN_SINK_THRESHOLD, hidden_sinks, sink_ratio
@@ -28,6 +32,7 @@ def _rounded(t: torch.Tensor, digits: int = 5) -> list:
 
 
 def model_info(model) -> ModelInfo:
+    """What a report says about the model: its name, architecture, revision, dtype, layers and heads."""
     shape = ModelShape.of(model)
     return ModelInfo(name=getattr(model, "attnlab_source", type(model).__name__), architecture=type(model).__name__,
                      revision=getattr(model, "attnlab_revision", None) or getattr(model.config, "_commit_hash", None),
@@ -83,3 +88,6 @@ def profile(model, texts=None, *, tokenizer=None, spans: dict | None = None, eps
                 "n_texts": len(texts)}
     return Report(attnlab_version=__version__, model=model_info(model), settings=settings, summary=summary,
                   texts=reports)
+
+
+make_callable(__name__)

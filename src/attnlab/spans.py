@@ -8,8 +8,10 @@ from attnlab.errors import AttnlabError
 
 
 def char_range(text: str, span, where: str = "the text") -> tuple[int, int]:
-    """Resolve a span given as a substring (first occurrence) or a ``(start, end)`` character range."""
+    """Resolve a span given as a substring (first occurrence) or a ``(start, end)`` character range of ``text``."""
     if isinstance(span, tuple):
+        if len(span) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in span):
+            raise AttnlabError(f"cannot read the character range {span!r}: give (start, end) as two whole numbers")
         start, end = span
         if not (0 <= start < end <= len(text)):
             raise AttnlabError(f"character range {span} is outside {where} (length {len(text)}) or empty")
@@ -18,9 +20,13 @@ def char_range(text: str, span, where: str = "the text") -> tuple[int, int]:
         raise AttnlabError("a span must be a non-empty piece of the text or a (start, end) character range")
     start = text.find(span)
     if start < 0:
-        short = span if len(span) <= 60 else span[:57] + "..."
-        raise AttnlabError(f"span '{short}' is not in {where}: give a piece of the text exactly as written")
+        raise AttnlabError(f"span '{shorten(span)}' is not in {where}: give a piece of the text exactly as written")
     return start, start + len(span)
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (with ``...``) for an error message."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def token_range(offsets: list[tuple[int, int]], start: int, end: int, what: str = "span") -> tuple[int, int]:
@@ -32,20 +38,26 @@ def token_range(offsets: list[tuple[int, int]], start: int, end: int, what: str 
 
 
 def strip_markers(text: str, open_mark: str = "<<", close_mark: str = ">>") -> tuple[str, list[tuple[int, int]]]:
-    """Remove ``<<…>>`` markers; return the clean text and the character ranges they enclosed."""
+    """Remove ``<<…>>`` markers; return the clean text and the character ranges they enclosed.
+
+    Markers do not nest, and every opened one must be closed: ``<<a<<b>>c>>`` and ``a << b`` are refused.
+    """
     pattern = re.compile(re.escape(open_mark) + r"(.*?)" + re.escape(close_mark), re.S)
     clean, ranges, last = [], [], 0
     pos = 0
     for m in pattern.finditer(text):
+        if open_mark in m.group(1):
+            raise AttnlabError(f"nested markers in '{shorten(m.group(0))}': mark separate pieces, "
+                               f"each {open_mark}…{close_mark} closed before the next opens")
         clean.append(text[last:m.start()])
         pos += m.start() - last
         ranges.append((pos, pos + len(m.group(1))))
         clean.append(m.group(1))
         pos += len(m.group(1))
         last = m.end()
-    clean.append(text[last:])
-    if not ranges and open_mark in text:
+    if open_mark in text[last:]:
         raise AttnlabError(f"unclosed marker '{open_mark}' in the text: close it with '{close_mark}'")
+    clean.append(text[last:])
     return "".join(clean), ranges
 
 
@@ -86,6 +98,10 @@ class HeadSet:
 
     @classmethod
     def parse(cls, spec: str, n_layers: int, n_heads: int) -> "HeadSet":
+        """The heads ``spec`` names in a model of ``n_layers`` layers of ``n_heads`` heads; unknown ones refused."""
+        if not isinstance(spec, str):
+            raise AttnlabError(f"cannot read a head set given as a {type(spec).__name__}: write 'all', 'L3' or "
+                               "'L3H1,L5H0-7'")
         spec = spec.strip()
         if spec == "all":
             return cls(frozenset((l, h) for l in range(n_layers) for h in range(n_heads)))
@@ -118,20 +134,88 @@ class HeadSet:
         return ",".join(head_name(l, h) for l, h in self)
 
 
-def round_trip_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """Text and per-token character offsets of a prompt given only as token ids.
+@dataclass(frozen=True)
+class PromptTokens:
+    """One prompt of a batch as spans see it: the text they index and where each of its tokens lies.
 
-    The ids are decoded and encoded again with offsets; when that does not give the same ids back the
-    mapping would be a guess, so the user is told to build the inputs with :meth:`Spans.encode`.
+    ``text`` is the user's prompt: character ranges index it and substrings are searched in it; special tokens
+    the tokenizer added and a chat template around it are not part of it. ``offsets[i]`` is token ``i``'s
+    character range in ``text`` (empty, or outside ``text``, for tokens that are not part of it); ``columns[i]``
+    its column in the padded batch. ``offsets`` is None for a slow tokenizer, which gives no offsets.
+    ``decoded`` marks a text decoded from token ids by a tokenizer that does not reproduce what it encoded
+    (BERT's lowercases and re-spaces it), where character ranges of the user's text would land elsewhere.
+    """
+
+    text: str
+    offsets: list[tuple[int, int]] | None
+    columns: list[int]
+    decoded: bool = False
+
+    def columns_of(self, piece, where: str) -> list[int]:
+        """The batch columns of the tokens that ``piece`` (a substring or a character range) covers."""
+        if self.offsets is None:
+            raise AttnlabError("text spans need a fast tokenizer (tokenizer.json) to map characters to tokens")
+        if self.decoded and (isinstance(piece, tuple) or isinstance(piece, str) and piece not in self.text):
+            raise AttnlabError(f"this tokenizer changes the text (it reads the prompt back as '{shorten(self.text)}'), "
+                               "so spans cannot be placed from token ids: build the inputs with "
+                               "attnlab.Spans.encode(tokenizer, prompts, spans)")
+        a, z = char_range(self.text, piece, where=where)
+        shown = f"'{shorten(piece)}'" if isinstance(piece, str) else f"'{shorten(self.text[a:z])}' (characters {a}-{z})"
+        t0, t1 = token_range(self.offsets, a, z, what=f"span {shown} in {where}")
+        return self.columns[t0:t1]
+
+
+def span_mask(prompts: list[PromptTokens], spec, width: int, noun: str = "prompt"):
+    """``[B, width]`` bool: the tokens of ``spec`` (see :func:`per_prompt`) in each prompt of a padded batch."""
+    import torch
+
+    mask = torch.zeros(len(prompts), width, dtype=torch.bool)
+    for b, (prompt, pieces) in enumerate(zip(prompts, per_prompt(spec, len(prompts)))):
+        for piece in pieces:
+            mask[b, prompt.columns_of(piece, where=f"{noun} {b + 1}")] = True
+    return mask
+
+
+def added_special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after every text it encodes (``<|bos|>``; BERT's ``[CLS]``, ``[SEP]``)."""
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a")["input_ids"])
+    for i in range(len(full) - len(plain) + 1):
+        if full[i:i + len(plain)] == plain:
+            return full[:i], full[i + len(plain):]
+    return [], []
+
+
+FIDELITY_SAMPLE = "The Cat, isn't it?  Yes:\tno"
+
+
+def decodes_faithfully(tokenizer) -> bool:
+    """Whether decoding what the tokenizer encoded gives the text back (case, punctuation, spaces kept)."""
+    ids = tokenizer(FIDELITY_SAMPLE, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == FIDELITY_SAMPLE
+
+
+def prompt_from_ids(tokenizer, ids: list[int], columns: list[int]) -> PromptTokens:
+    """A prompt given only as token ids (``tokenizer(prompt)``'s), as spans see it.
+
+    The special tokens the tokenizer added before and after the text are set aside, so that character ranges
+    index the prompt as the user wrote it; the rest is decoded and encoded again with offsets. When that does
+    not give the same ids back the mapping would be a guess, so the user is told to build the inputs with
+    :meth:`Spans.encode`.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise AttnlabError("text spans need a fast tokenizer (tokenizer.json) to map characters to tokens")
-    text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    before, after = added_special_tokens(tokenizer)
+    head = len(before) if ids[:len(before)] == before else 0
+    tail = len(after) if after and len(ids) - head >= len(after) and ids[len(ids) - len(after):] == after else 0
+    inner = ids[head:len(ids) - tail]
+    text = tokenizer.decode(inner, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if list(enc["input_ids"]) != list(ids):
+    if list(enc["input_ids"]) != inner:
         raise AttnlabError("cannot map text spans onto these tokens (the tokenizer does not round-trip the prompt): "
                            "build the inputs with attnlab.Spans.encode(tokenizer, prompts, spans)")
-    return text, list(enc["offset_mapping"])
+    return PromptTokens(text, [(0, 0)] * head + list(enc["offset_mapping"]) + [(0, 0)] * tail, columns,
+                        decoded=not decodes_faithfully(tokenizer))
 
 
 class SpanInputs(dict):
@@ -160,35 +244,31 @@ class Spans:
         and searched in, the prompt's own text, and land on the same text inside the template. ``texts`` are
         then the templated strings.
         """
-        import torch
-
         from attnlab.batching import pad_rows
 
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        check_prompts(prompts)
         cleaned = [strip_markers(p, *markers) for p in prompts]
-        texts = [c[0] for c in cleaned]
-        wrapped = [chat_wrap(tokenizer, t) if chat else (t, 0) for t in texts]
+        wrapped = [chat_wrap(tokenizer, text) if chat else (text, 0) for text, _ in cleaned]
         encs = [tokenizer(w, return_offsets_mapping=True, add_special_tokens=not chat) for w, _ in wrapped]
         ids, mask = pad_rows([list(e["input_ids"]) for e in encs], tokenizer.pad_token_id)
         width = ids.shape[1]
-        names = ["marked"] + list(spans or {})
-        masks = {n: torch.zeros(len(texts), width, dtype=torch.bool) for n in names}
-        for b, (enc, (text, ranges), (_, at)) in enumerate(zip(encs, cleaned, wrapped)):
-            shift = width - len(enc["input_ids"])
-            for a, z in ranges:
-                t0, t1 = token_range(enc["offset_mapping"], at + a, at + z, what=f"marked span in prompt {b + 1}")
-                masks["marked"][b, shift + t0:shift + t1] = True
-            for name, spec in (spans or {}).items():
-                for piece in per_prompt(spec, len(texts))[b]:
-                    a, z = char_range(text, piece, where=f"prompt {b + 1}")
-                    t0, t1 = token_range(enc["offset_mapping"], at + a, at + z,
-                                         what=f"span '{piece}' in prompt {b + 1}")
-                    masks[name][b, shift + t0:shift + t1] = True
+        rows = [PromptTokens(text, [(s - at, e - at) for s, e in enc["offset_mapping"]],
+                             list(range(width - len(enc["input_ids"]), width)))
+                for (text, _), (_, at), enc in zip(cleaned, wrapped, encs)]
+        masks = {"marked": span_mask(rows, [list(ranges) for _, ranges in cleaned], width)}
+        for name, spec in (spans or {}).items():
+            found = span_mask(rows, spec, width)
+            masks[name] = found | masks[name] if name in masks else found
         return SpanInputs(ids, mask, masks, [w for w, _ in wrapped])
 
     @staticmethod
     def resolve(tokenizer, input_ids, valid, spec, name: str = "span"):
-        """``[B, T]`` bool mask of ``spec`` in a batch given as ids (left or right padded)."""
+        """``[B, T]`` bool mask of ``spec`` in a batch given as ids (left or right padded).
+
+        Character ranges index each prompt as the user wrote it: special tokens the tokenizer added (``<|bos|>``)
+        are not part of it (see :func:`prompt_from_ids`).
+        """
         import torch
 
         if isinstance(spec, SpanInputs):
@@ -199,17 +279,22 @@ class Spans:
         if tokenizer is None:
             raise AttnlabError("text spans need the tokenizer: pass tokenizer= to attnlab.steer (or load the model "
                                "with attnlab.load)")
-        batch = input_ids.shape[0]
-        pieces = per_prompt(spec, batch)
-        mask = torch.zeros(input_ids.shape, dtype=torch.bool)
-        for b in range(batch):
-            positions = valid[b].nonzero().flatten()
-            text, offsets = round_trip_offsets(tokenizer, input_ids[b, positions].tolist())
-            for piece in pieces[b]:
-                a, z = char_range(text, piece, where=f"prompt {b + 1}")
-                t0, t1 = token_range(offsets, a, z, what=f"span '{piece}' in prompt {b + 1}")
-                mask[b, positions[t0:t1]] = True
-        return mask
+        rows = []
+        for b in range(input_ids.shape[0]):
+            columns = valid[b].nonzero().flatten().tolist()
+            rows.append(prompt_from_ids(tokenizer, input_ids[b, columns].tolist(), columns))
+        return span_mask(rows, spec, input_ids.shape[1])
+
+
+def check_prompts(prompts: list) -> None:
+    """Refuse an empty list of prompts, a prompt that is not text, and an empty prompt, in one line each."""
+    if not prompts:
+        raise AttnlabError("no prompt given: pass at least one text")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise AttnlabError(f"prompt {i + 1} is a {type(prompt).__name__}, not text: give each prompt as a str")
+        if not prompt.strip():
+            raise AttnlabError(f"prompt {i + 1} is empty: give some text")
 
 
 def per_prompt(spec, batch: int) -> list[list]:
@@ -220,7 +305,9 @@ def per_prompt(spec, batch: int) -> list[list]:
     """
     if isinstance(spec, (str, tuple)):
         return [[spec]] * batch
-    spec = list(spec)
+    if not isinstance(spec, list):
+        raise AttnlabError(f"cannot read a span given as a {type(spec).__name__}: give a piece of the text, a "
+                           "(start, end) character range, or a list of them")
     if not spec:
         raise AttnlabError("empty span list: give at least one piece of text to act on")
     if all(isinstance(s, list) for s in spec):
