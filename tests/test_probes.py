@@ -128,7 +128,8 @@ def test_results_do_not_depend_on_batching(tiny):
 def test_chunking_does_not_change_results(tiny):
     from attnlab import seam
     from attnlab.collect import ModelShape, encode
-    from attnlab.plan import Plan, TokenContext
+    from attnlab.context import TokenContext
+    from attnlab.plan import Plan
     from attnlab.probes.attention import ReceivedAttention
 
     model, tok = tiny
@@ -136,7 +137,7 @@ def test_chunking_does_not_change_results(tiny):
     results = []
     for chunk in (2 ** 24, 64):  # one chunk vs. about one query per chunk
         probe = ReceivedAttention()
-        with seam.attached(model, Plan([probe], TokenContext(enc.attention_mask.bool()), chunk_elements=chunk)):
+        with seam.attached(model, Plan([probe], chunk_elements=chunk), TokenContext(enc.attention_mask.bool())):
             with torch.no_grad():
                 model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
         results.append(probe.result())

@@ -6,7 +6,8 @@ from archs import ALL, build
 from attnlab import seam
 from attnlab.collect import encode, ModelShape
 from attnlab.errors import AttnlabError
-from attnlab.plan import Plan, TokenContext
+from attnlab.context import TokenContext
+from attnlab.plan import Plan
 from attnlab.probes.attention import Entropy, FirstTokenMass, ReceivedAttention
 
 TEXTS = ["The cat sat on the mat, and the dog watched it.", "Short text here."]
@@ -32,7 +33,7 @@ def test_empty_and_probing_plans_match_sdpa(arch, tiny, minilm):
         empty = _outputs(model, enc)
     assert att.calls == 2  # both layers went through attnlab
     probes = [FirstTokenMass(), ReceivedAttention(), Entropy()]
-    with seam.attached(model, Plan(probes=probes, context=TokenContext(enc.attention_mask.bool()))):
+    with seam.attached(model, Plan(probes=probes), TokenContext(enc.attention_mask.bool())):
         probed = _outputs(model, enc)
     valid = enc.attention_mask.bool()
     assert (empty - reference)[valid].abs().max() <= 1e-5
@@ -45,7 +46,7 @@ def test_bundled_models_unchanged_when_attached(name, tiny, minilm):
     model, tok = tiny if name == "tiny" else minilm
     enc = _batch(model, tok)
     reference = _outputs(model, enc)
-    with seam.attached(model, Plan(probes=[FirstTokenMass()], context=TokenContext(enc.attention_mask.bool()))):
+    with seam.attached(model, Plan(probes=[FirstTokenMass()]), TokenContext(enc.attention_mask.bool())):
         probed = _outputs(model, enc)
     assert (probed - reference)[enc.attention_mask.bool()].abs().max() <= 1e-5
 

@@ -104,11 +104,11 @@ def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bo
     Returns the massive-activation summaries per layer when ``massive`` is set, else ``{}``.
     """
     valid = attention_mask.bool()
-    plan = Plan(probes=list(probes), context=TokenContext(valid=valid))
+    plan = Plan(probes=probes)
     base = getattr(model, "base_model", model)
     device = next(model.parameters()).device
     found: dict = {}
-    with seam.attached(model, plan) as attachment, torch.no_grad():
+    with seam.attached(model, plan, TokenContext(valid=valid)) as attachment, torch.no_grad():
         inputs = model_inputs(base, input_ids, attention_mask, device)
         if massive:
             with massive_activation_hooks(base, valid.to(device)) as found:

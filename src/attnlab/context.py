@@ -9,6 +9,18 @@ import torch
 from attnlab.errors import AttnlabError, AttnlabWarning
 
 
+def first_real_index(valid: torch.Tensor) -> torch.Tensor:
+    """``[B]``: the position of each row's first real token (after left padding), from ``valid [B, P]``."""
+    return valid.int().argmax(dim=1)
+
+
+def first_token_mask(valid: torch.Tensor) -> torch.Tensor:
+    """``[B, P]`` bool: True at each row's first real token (the attention sink of StreamingLLM and ZeroTuning)."""
+    mask = torch.zeros_like(valid, dtype=torch.bool)
+    mask[torch.arange(valid.shape[0]), first_real_index(valid)] = True
+    return mask
+
+
 @dataclass
 class TokenContext:
     """The prompt of the forward (or generation) in flight: real tokens, named spans, padded length.
@@ -78,7 +90,8 @@ class TokenContext:
 
     @property
     def first(self) -> torch.Tensor:
-        return self.valid.int().argmax(dim=1)
+        """``[B]``: where each row's first real token sits."""
+        return first_real_index(self.valid)
 
     def _extend(self, mask: torch.Tensor, length: int, fill: bool) -> torch.Tensor:
         p = self.prompt_length
@@ -111,9 +124,7 @@ class TokenContext:
         if selector == "generated":
             return torch.zeros(b, p, dtype=torch.bool)
         if selector == "first":
-            mask = torch.zeros(b, p, dtype=torch.bool)
-            mask[torch.arange(b), self.first] = True
-            return mask
+            return first_token_mask(self.valid)
         if isinstance(selector, tuple):
             mask = torch.zeros(b, p, dtype=torch.bool)
             n_real = self.valid.sum(1)

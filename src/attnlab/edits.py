@@ -2,10 +2,10 @@
 
 An :class:`Edit` is one of
 
-* ``bias``  -- an additive logit bias on the selected (head, query, key) entries. By the bias lemma
-  (``docs``: steering_methods section 0), multiplying post-softmax weights of a key set by ``f`` and
-  renormalising is exactly adding ``log f`` to their logits, so PASTA, ZeroTuning and InstABoost are
-  bias edits;
+* ``bias``  -- an additive logit bias on the selected (head, query, key) entries. By the bias lemma,
+  multiplying the post-softmax weights of a key set by ``f`` and renormalising is exactly adding
+  ``log f`` to their logits (``softmax(z + log f)_j = f e^{z_j} / sum_k f_k e^{z_k}``), so PASTA,
+  ZeroTuning and InstABoost are bias edits;
 * ``temperature`` -- the selected heads' ``q . k`` logits are divided by ``T`` (biases and masks are not);
 * ``output_scale`` -- the selected heads' outputs are multiplied by ``s`` (``0`` ablates the head).
 
@@ -13,7 +13,7 @@ An :class:`Edit` is one of
 output scales: ``logits_h = (q_h . k) * scale / (T_1 T_2 ...) + sum_e bias_e + mask`` and
 ``out_h = softmax(logits_h) V * s_1 s_2 ...``. Order does not matter.
 
-**Selectors** (resolved per batch row against the prompt, see :class:`SteerContext`):
+**Selectors** (resolved per batch row against the prompt, see :class:`attnlab.context.TokenContext`):
 
 * keys: ``"span:NAME"`` (the span's tokens), ``"~span:NAME"`` (the prompt's real tokens outside it),
   ``"first"`` (the first real token), ``"prompt"``, ``"generated"`` (keys after the prompt), or a
@@ -134,11 +134,11 @@ def static_layer_steering(edits, layer: int, head_masks: dict, n_heads: int, q_l
                           ctx: TokenContext) -> LayerSteering:
     """Resolve the static edits that touch ``layer`` into a :class:`LayerSteering`.
 
-    ``head_masks[(id(edit), layer)]`` is the edit's ``[H]`` 0/1 head mask for the layer (absent = untouched).
+    ``head_masks[(i, layer)]`` is edit ``i``'s ``[H]`` 0/1 head mask for the layer (absent = untouched).
     """
     out = LayerSteering()
-    for edit in edits:
-        head_mask = head_masks.get((id(edit), layer))
+    for i, edit in enumerate(edits):
+        head_mask = head_masks.get((i, layer))
         if head_mask is None:
             continue
         if edit.queries == "all":

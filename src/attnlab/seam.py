@@ -1,9 +1,13 @@
 """The one seam: an attention function registered with transformers' ``AttentionInterface``.
 
 A model is *attached* by switching its ``attn_implementation`` to ``"attnlab"``; every attention layer
-then calls :func:`attention_forward`, which runs the active :class:`~attnlab.plan.Plan` (probes now,
-edits later) and delegates the attention itself to transformers' own SDPA function. Leaving
+then calls :func:`attention_forward`, which asks the current :class:`~attnlab.plan.PlanRun` for the layer's
+steering (static and dynamic edits), attends with SDPA on one of three paths (decode step with a bias,
+prefill with a bias folded into q/k, plain), feeds the plan's probes and scales the outputs. Leaving
 :func:`attached` (also by an exception) restores the model's implementation exactly as it was.
+
+A run starts when :func:`attached` is entered (with the context it was given) and again at every
+:meth:`Attachment.start` -- which the forward pre-hook of :func:`attnlab.steer` calls for each new prompt.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from attnlab.context import TokenContext
+from attnlab.edits import LayerSteering
 from attnlab.errors import AttnlabError
-from attnlab.plan import Plan
+from attnlab.plan import Plan, PlanRun
 
 NAME = "attnlab"
 SUPPORTED_FAMILIES = ("Llama", "Qwen2", "Qwen3", "Mistral", "Gemma", "Phi3", "GPT-2", "BERT", "and other models "
@@ -24,12 +30,18 @@ SUPPORTED_FAMILIES = ("Llama", "Qwen2", "Qwen3", "Mistral", "Gemma", "Phi3", "GP
 
 @dataclass
 class Attachment:
-    """What the attention function needs during one attached forward: the plan and where each layer sits."""
+    """What the attention function needs while a model is attached: the plan, its current run, each layer's index."""
 
     plan: Plan
     layer_of: dict[int, int]
+    run: PlanRun | None = None
     calls: int = 0
     seen_layers: set = field(default_factory=set)
+
+    def start(self, context: TokenContext | None) -> PlanRun:
+        """Begin a new run of the plan over the prompt ``context`` describes (called once per new prompt)."""
+        self.run = self.plan.start(context)
+        return self.run
 
 
 _ACTIVE: ContextVar[Attachment | None] = ContextVar("attnlab_attachment", default=None)
@@ -81,15 +93,21 @@ def _all_configs(model):
 
 
 @contextmanager
-def attached(model, plan: Plan):
-    """Run ``model`` through attnlab's attention function with ``plan`` for the duration of the block."""
+def attached(model, plan: Plan, context: TokenContext | None = None):
+    """Run ``model`` through attnlab's attention function with ``plan`` for the duration of the block.
+
+    ``context`` (the batch's real tokens and spans) starts the first run; :func:`attnlab.steer` starts one per
+    prompt instead.
+    """
     check_supported(model)
     if _ACTIVE.get() is not None:
         raise AttnlabError("attnlab is already attached to a model in this block; combine probes and edits in one Plan")
     _register()
     saved = [(cfg, cfg._attn_implementation_internal) for cfg in _all_configs(model)]
     model.set_attn_implementation(NAME)
-    token = _ACTIVE.set(Attachment(plan=plan, layer_of=layer_index_map(model)))
+    attachment = Attachment(plan=plan, layer_of=layer_index_map(model))
+    attachment.start(context)
+    token = _ACTIVE.set(attachment)
     try:
         yield _ACTIVE.get()
     finally:
@@ -100,17 +118,16 @@ def attached(model, plan: Plan):
 
 def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                       is_causal=None, **kwargs):
-    """transformers attention function: apply the active plan, then attend with SDPA.
+    """transformers attention function: apply the current plan run, then attend with SDPA.
 
     ``query`` is ``[B, H, Q, D]``, ``key``/``value`` ``[B, Hkv, K, D]`` (RoPE applied, cache included);
     ``attention_mask`` is transformers' boolean SDPA mask (True = attend) or None for the causal fast path.
-    Bias edits are folded into the dot product by appending their low-rank factors as extra q/k
-    channels (``q . k + a_q . b_k``), which keeps the causal flag and SDPA's fused kernel; ``v`` gets as
-    many zero channels (SDPA falls back to its n^2 math kernel when q and v widths differ).
+    Returns ``([B, Q, H, D], None)`` like transformers' own SDPA function.
     """
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     attachment = _ACTIVE.get()
+    run = None if attachment is None else attachment.run
     if attachment is not None:
         layer = attachment.layer_of.get(id(module))
         if layer is None:
@@ -118,61 +135,73 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
                                f"{', '.join(SUPPORTED_FAMILIES)}")
         attachment.calls += 1
         attachment.seen_layers.add(layer)
-    unsupported = [k for k in ("softcap", "s_aux") if kwargs.get(k) is not None]
-    if attachment is not None and unsupported:
-        what = {"softcap": "attention logit soft-capping (Gemma 2)", "s_aux": "learned sink logits (GPT-OSS)"}
-        raise AttnlabError(f"{type(module).__name__} uses {what[unsupported[0]]}, which attnlab's SDPA seam cannot "
-                           "apply, so its probes and steering would be wrong; this architecture is not supported yet")
-    if attachment is None or attachment.plan.is_empty:
+        _check_no_unsupported_terms(module, kwargs)
+    if run is None or run.plan.is_empty:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
-    plan = attachment.plan
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    head_dim = value.shape[-1]
     with torch.no_grad():
-        steering = plan.steering(layer, query, key, attention_mask, scale, causal)
+        steering = run.steering(layer, query, key, attention_mask, scale, causal)
     if steering.temperature is not None:
         query = query / steering.temperature[..., None].to(query.dtype)
     if steering.has_bias and query.shape[2] == 1:
-        # decode step: the bias is one row per head, passed to SDPA as its mask (a view of a per-layer buffer
-        # for static edits), which is as fast as the unmasked kernel
-        bias = steering.dense_bias().to(query.dtype)
-        if attention_mask is not None:
-            bias = bias.masked_fill(~attention_mask, float("-inf")) if attention_mask.dtype == torch.bool \
-                else bias + attention_mask
-        if plan.probes:
-            with torch.no_grad():
-                plan.observe(layer, query, key, bias, scale, causal)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias, dropout_p=dropout, scale=scale, enable_gqa=query.shape[1] != key.shape[1])
-        out = out.transpose(1, 2)
-        if steering.output_scale is not None:
-            out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)
-        return out.contiguous(), None
+        out = _decode_step(run, layer, query, key, value, attention_mask, steering, scale, causal, dropout)
     elif steering.has_bias:
-        if plan.probes:
-            with torch.no_grad():
-                plan.observe(layer, *augment(query, key, value, steering, scale)[:2], attention_mask, scale, causal)
-        out = biased_sdpa(query, key, value, attention_mask, steering, scale, causal, dropout)
-        if steering.output_scale is not None:
-            out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)
-        return out, None
-    if plan.probes:
-        with torch.no_grad():
-            plan.observe(layer, query, key, attention_mask, scale, causal)
-    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scale,
-                                          is_causal=is_causal, **kwargs)
-    out = out[..., :head_dim]
+        out = _biased_prefill(run, layer, query, key, value, attention_mask, steering, scale, causal, dropout)
+    else:
+        out = _plain(run, layer, module, query, key, value, attention_mask, scale, causal, dropout, is_causal, kwargs)
     if steering.output_scale is not None:
-        out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)   # [B, Q, H, 1]
-    return out, weights
+        out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)              # [B, Q, H, 1]
+    return out.contiguous(), None
+
+
+def _check_no_unsupported_terms(module, kwargs) -> None:
+    """Refuse attention terms SDPA cannot take (soft-capping, learned sink logits): results would be wrong."""
+    unsupported = [k for k in ("softcap", "s_aux") if kwargs.get(k) is not None]
+    if unsupported:
+        what = {"softcap": "attention logit soft-capping (Gemma 2)", "s_aux": "learned sink logits (GPT-OSS)"}
+        raise AttnlabError(f"{type(module).__name__} uses {what[unsupported[0]]}, which attnlab's SDPA seam cannot "
+                           "apply, so its probes and steering would be wrong; this architecture is not supported yet")
+
+
+def _decode_step(run: PlanRun, layer, query, key, value, mask, steering: LayerSteering, scale, causal, dropout):
+    """One query row with a bias: the bias (one row per head; a view of a per-layer buffer for static edits) is
+    SDPA's mask, which is as fast as the unmasked kernel."""
+    bias = steering.dense_bias().to(query.dtype)
+    if mask is not None:
+        bias = bias.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else bias + mask
+    with torch.no_grad():
+        run.observe(layer, query, key, bias, scale, causal)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, key, value, attn_mask=bias, dropout_p=dropout, scale=scale, enable_gqa=query.shape[1] != key.shape[1])
+    return out.transpose(1, 2)
+
+
+def _biased_prefill(run: PlanRun, layer, query, key, value, mask, steering: LayerSteering, scale, causal, dropout):
+    """Many query rows with a bias: the low-rank factors ride as extra q/k channels (:func:`biased_sdpa`)."""
+    if run.plan.probes:
+        with torch.no_grad():
+            run.observe(layer, *augment(query, key, value, steering, scale)[:2], mask, scale, causal)
+    return biased_sdpa(query, key, value, mask, steering, scale, causal, dropout)
+
+
+def _plain(run: PlanRun, layer, module, query, key, value, mask, scale, causal, dropout, is_causal, kwargs):
+    """No bias on this layer (maybe a temperature or an output scale): transformers' own SDPA function."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    with torch.no_grad():
+        run.observe(layer, query, key, mask, scale, causal)
+    out, _ = sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scale,
+                                    is_causal=is_causal, **kwargs)
+    return out
 
 
 def biased_sdpa(query, key, value, mask, steering, scale: float, causal: bool, dropout: float = 0.0):
     """SDPA with the low-rank bias folded in as extra q/k channels, one KV group at a time.
 
-    Going group by group keeps the widened copies of q, k and v to ``1 / n_kv_heads`` of their size, so
+    ``q' . k' = q . k + a . b`` (see :func:`augment`) keeps the causal flag and SDPA's fused kernel where a
+    dense bias would need a ``[B, H, Q, K]`` float mask. Going group by group keeps the widened copies of q, k and v to ``1 / n_kv_heads`` of their size, so
     steering adds little to the peak memory of prefill. Returns ``[B, Q, H, D]`` like transformers' SDPA.
     """
     batch, heads, q_len, head_dim = query.shape
@@ -188,13 +217,11 @@ def biased_sdpa(query, key, value, mask, steering, scale: float, causal: bool, d
             q, k.expand(-1, rep, -1, -1), v.expand(-1, rep, -1, -1), attn_mask=mask, dropout_p=dropout,
             is_causal=is_causal, scale=scale)
         out[:, sl] = o[..., :head_dim]
-    return out.transpose(1, 2).contiguous()
+    return out.transpose(1, 2)
 
 
 def steering_for_heads(steering, heads: slice):
     """The bias factors of a subset of query heads (key factors are shared by all heads)."""
-    from attnlab.edits import LayerSteering
-
     return LayerSteering(q_factors=steering.q_factors[:, heads], k_factors=steering.k_factors)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from attnlab.context import first_real_index
+
 
 class Probe:
     """Base class: one statistic per (layer, head), accumulated over query chunks."""
@@ -53,7 +55,7 @@ class FirstTokenMass(Probe):
 
     def begin_layer(self, layer, batch, heads, q_len, k_len, context, valid) -> None:
         super().begin_layer(layer, batch, heads, q_len, k_len, context, valid)
-        self.first = valid.int().argmax(dim=1)
+        self.first = first_real_index(valid)
 
     def update(self, layer, start, probs, allowed, q_valid) -> None:
         b, h, c, _ = probs.shape
@@ -103,6 +105,34 @@ class ReceivedAttention(Probe):
 
     def layer_result(self, layer: int) -> torch.Tensor:
         return self.sums[layer] / self.counts[layer].clamp(min=1)[:, None, :]
+
+
+class RowMass(Probe):
+    """Per query row: the attention each head puts on a set of keys, ``[B, H, Q]`` (no averaging).
+
+    ``keys`` is ``[B, K]`` (the same keys for every head) or ``[B, H, K]``. It is the statistic dynamic
+    steering reads (SpotLight's share on the span, ACT's mass on the hidden sinks); padding rows are 0.
+    """
+
+    name = "row_mass"
+    token_dims = 1
+
+    def __init__(self, keys: torch.Tensor) -> None:
+        sel = keys.float()
+        self.keys = sel[:, None, None, :] if sel.dim() == 2 else sel[:, :, None, :]
+        super().__init__()
+
+    def reset(self) -> None:
+        self.rows: dict[int, list[torch.Tensor]] = {}
+
+    def update(self, layer, start, probs, allowed, q_valid) -> None:
+        self.rows.setdefault(layer, []).append((probs * self.keys).sum(-1) * q_valid[:, None, :])
+
+    def layer_result(self, layer: int) -> torch.Tensor:
+        return torch.cat(self.rows[layer], dim=2)
+
+    def result(self) -> torch.Tensor:
+        return torch.stack([self.layer_result(layer) for layer in sorted(self.rows)])
 
 
 class Entropy(Probe):

@@ -19,12 +19,16 @@ the default steers all heads.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from attnlab.dynamic import LayerView
 from attnlab.edits import head_set
+from attnlab.errors import AttnlabError
+from attnlab.probes.attention import ReceivedAttention, RowMass
+from attnlab.spans import HeadSet
 from attnlab.steer.base import Method, Param
-from attnlab.steer.dynamic import received, row_mass
 
 
 class ACT(Method):
@@ -43,54 +47,43 @@ class ACT(Method):
         self.heads = heads
 
     def build(self, n_layers: int, n_heads: int):
-        return [], [_ACTEdit(self.beta, self.threshold, head_set(self.heads, n_layers, n_heads))]
+        return [], [ACTCalibration(self.beta, self.threshold, head_set(self.heads, n_layers, n_heads))]
 
     def hyperparameters(self) -> dict:
         return {"beta": self.beta, "threshold": self.threshold, "heads": str(self.heads)}
 
 
-class _ACTEdit:
-    def __init__(self, beta: float, threshold: float, heads):
-        self.beta, self.threshold, self.heads = beta, threshold, heads
-        self.sinks: dict[int, torch.Tensor] = {}
+@dataclass(frozen=True)
+class ACTCalibration:
+    """ACT's dynamic edit: find the hidden sinks on the prompt, then calibrate every query row's mass on them."""
 
-    def reset(self) -> None:
-        self.sinks = {}
+    beta: float
+    threshold: float
+    heads: HeadSet
 
-    def hidden_sinks(self, layer, query, key, mask, scale, causal, plan) -> torch.Tensor:
-        """``[B, H, P]`` bool over the prompt, detected on the prefill forward and kept for decoding."""
-        ctx = plan.context
-        p = ctx.prompt_length
-        if layer not in self.sinks:
-            if key.shape[2] != p:
-                raise RuntimeError("ACT needs to see the prompt forward first")
-            q_valid = ctx.valid_keys(p)[:, p - query.shape[2]:]
-            alpha = received(query, key, mask, scale, causal, q_valid, plan.chunk_elements)      # [B, H, P]
-            first = torch.zeros_like(ctx.valid)
-            first[torch.arange(first.shape[0]), ctx.first] = True
-            self.sinks[layer] = (alpha > self.threshold) & (ctx.valid & ~first)[:, None, :]
-        return self.sinks[layer]
-
-    def layer_bias(self, layer, query, key, mask, scale, causal, plan):
-        heads = [h for l, h in self.heads if l == layer]
+    def layer_bias(self, view: LayerView):
+        heads = [h for layer, h in self.heads if layer == view.layer]
         if not heads:
             return None
-        batch, n_heads, q_len, _ = query.shape
-        k_len = key.shape[2]
-        sinks = self.hidden_sinks(layer, query, key, mask, scale, causal, plan)
-        sinks = torch.cat([sinks, sinks.new_zeros(*sinks.shape[:2], k_len - sinks.shape[2])], dim=2)
-        sinks = sinks[:, heads]                                                                   # [B, r, K]
-        m = row_mass(query[:, heads], _gqa(key, n_heads)[:, heads],
-                     mask, scale, causal, sinks, plan.chunk_elements)                             # [B, r, Q]
-        m = m.clamp(max=1 - 1e-6)
-        coef = math.log(self.beta) - torch.log((1 - self.beta * m) / (1 - m))
-        q_factors = query.new_zeros(batch, n_heads, q_len, len(heads), dtype=torch.float32)
+        sinks = self.hidden_sinks(view)                                                             # [B, H, P]
+        sinks = torch.cat([sinks, sinks.new_zeros(*sinks.shape[:2], view.k_len - sinks.shape[2])], dim=2)
+        sinks = sinks[:, heads]                                                                     # [B, r, K]
+        (mass,) = view.measure(RowMass(sinks), heads=heads)                                         # [B, r, Q]
+        mass = mass.clamp(max=1 - 1e-6)
+        coef = math.log(self.beta) - torch.log((1 - self.beta * mass) / (1 - mass))
+        q_factors = coef.new_zeros(coef.shape[0], view.n_heads, view.q_len, len(heads))
         for r, h in enumerate(heads):
             q_factors[:, h, :, r] = coef[:, r]
-        return q_factors, sinks.permute(0, 2, 1).float()                                          # [B, K, r]
+        return q_factors, sinks.permute(0, 2, 1).float()                                            # [B, K, r]
 
-
-def _gqa(key: torch.Tensor, n_heads: int) -> torch.Tensor:
-    from attnlab.probes.chunked import repeat_kv
-
-    return repeat_kv(key, n_heads // key.shape[1])
+    def hidden_sinks(self, view: LayerView) -> torch.Tensor:
+        """``[B, H, P]`` bool over the prompt: found on the prompt's forward, kept in the run for decoding."""
+        if view.layer not in view.memory:
+            if not view.is_prompt:
+                raise AttnlabError("ACT finds hidden sinks on the prompt's forward: enter attnlab.steer before the "
+                                   "prompt is run (not in the middle of a generation)")
+            (alpha,) = view.measure(ReceivedAttention())                                            # [B, H, P]
+            ctx = view.context
+            candidates = ctx.valid & ~ctx.key_mask("first", ctx.prompt_length)
+            view.memory[view.layer] = (alpha > self.threshold) & candidates[:, None, :]
+        return view.memory[view.layer]

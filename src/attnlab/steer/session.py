@@ -22,14 +22,16 @@ from attnlab.steer.base import Method
 
 
 class Steering:
-    """The handle ``with attnlab.steer(...) as s`` yields: the plan and the prompt context in use."""
+    """The handle ``with attnlab.steer(...) as s`` yields: the (frozen) plan and the run of the current prompt."""
 
-    def __init__(self, plan: Plan, methods: list):
-        self.plan, self.methods = plan, methods
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.run = None
 
     @property
     def context(self) -> TokenContext | None:
-        return self.plan.context
+        """The current (or, after the block, the last) prompt's tokens and spans."""
+        return None if self.run is None else self.run.context
 
     @property
     def evicted_spans(self) -> dict[str, int]:
@@ -38,14 +40,16 @@ class Steering:
         Empty while nothing was evicted. The steering of those tokens has stopped; it goes on for the rest.
         Kept after the block ends, for the last generation.
         """
-        ctx = self.plan.context if self.plan.context is not None else self._last_context
+        ctx = self.context
         return {} if ctx is None else {name: n for name, n in ctx.evicted.items() if n}
-
-    _last_context: TokenContext | None = None
 
 
 def build_plan(model, methods, probes=()) -> tuple[Plan, dict]:
-    """Resolve ``methods`` (Method objects or raw Edits) into a Plan and the span specs it needs."""
+    """Resolve ``methods`` into a frozen Plan and the span specs it needs.
+
+    A method is a :class:`~attnlab.steer.base.Method` (PASTA, ACT, ...), a raw :class:`~attnlab.edits.Edit`, or
+    any object with ``layer_bias(view)`` -- a dynamic edit of the :mod:`attnlab.dynamic` protocol.
+    """
     if not methods:
         raise AttnlabError("attnlab.steer needs at least one method, e.g. attnlab.PASTA(emphasize='...')")
     shape = ModelShape.of(model)
@@ -54,9 +58,12 @@ def build_plan(model, methods, probes=()) -> tuple[Plan, dict]:
         if isinstance(method, Edit):
             edits.append(method)
             continue
+        if callable(getattr(method, "layer_bias", None)):
+            dynamic.append(method)
+            continue
         if not isinstance(method, Method):
             raise AttnlabError(f"unknown steering method {method!r}: use PASTA, ACT, ZeroTuning, InstABoost, "
-                               "SpotLight, HeadScale, Temperature or an Edit")
+                               "SpotLight, HeadScale, Temperature, an Edit or a dynamic edit (attnlab.dynamic)")
         static, dyn = method.build(shape.n_layers, shape.n_heads)
         edits += static
         dynamic += dyn
@@ -64,11 +71,11 @@ def build_plan(model, methods, probes=()) -> tuple[Plan, dict]:
             if name in span_specs and span_specs[name] is not spec:
                 raise AttnlabError(f"two methods name a span '{name}' differently: steer them in separate blocks")
             span_specs[name] = spec
-    heads_of = {id(e): set(head_set(e.heads, shape.n_layers, shape.n_heads)) for e in edits}
+    edit_heads = [head_set(e.heads, shape.n_layers, shape.n_heads).pairs for e in edits]
     missing = {n for e in edits for n in e.span_names} - set(span_specs)
     if missing:
         raise AttnlabError(f"an edit uses span '{sorted(missing)[0]}' that no method defines")
-    return Plan(probes=list(probes), edits=edits, dynamic=dynamic, heads_of=heads_of), span_specs
+    return Plan(probes=probes, edits=edits, dynamic=dynamic, edit_heads=edit_heads), span_specs
 
 
 @contextmanager
@@ -82,11 +89,12 @@ def steer(model, *methods, tokenizer=None, probes=()):
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "attnlab_tokenizer", None)
 
     def on_forward(module, args, kwargs):
+        """Start a new run of the plan at each forward that brings a new prompt (an empty cache)."""
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         mask = kwargs.get("attention_mask")
         cache = kwargs.get("past_key_values")
         cached = cache.get_seq_length() if cache is not None and hasattr(cache, "get_seq_length") else 0
-        if cached and plan.context is not None:
+        if cached and handle.run is not None:
             return None
         if cached:
             raise AttnlabError("steering started in the middle of a generation: enter attnlab.steer before the "
@@ -103,17 +111,13 @@ def steer(model, *methods, tokenizer=None, probes=()):
                  for name, spec in span_specs.items()}
         if hasattr(cache, "key_positions"):
             cache.check_steerable(model)
-        plan.context = TokenContext(valid=valid, spans=spans, cache=cache)
-        handle._last_context = plan.context
-        for edit in plan.dynamic:
-            edit.reset()
+        handle.run = attachment.start(TokenContext(valid=valid, spans=spans, cache=cache))
         return None
 
-    handle = Steering(plan, list(methods))
+    handle = Steering(plan)
     hook = model.register_forward_pre_hook(on_forward, with_kwargs=True)
     try:
-        with seam.attached(model, plan):
+        with seam.attached(model, plan) as attachment:
             yield handle
     finally:
         hook.remove()
-        plan.context = None

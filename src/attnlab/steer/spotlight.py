@@ -13,11 +13,13 @@ included in ``p``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 
+from attnlab.dynamic import LayerView
+from attnlab.probes.attention import RowMass
 from attnlab.steer.base import Method, Param, require_spans
-from attnlab.steer.dynamic import row_mass
 
 
 class SpotLight(Method):
@@ -36,27 +38,21 @@ class SpotLight(Method):
         return {"emphasis": self.emphasize}
 
     def build(self, n_layers: int, n_heads: int):
-        return [], [_SpotLightEdit(self.psi)]
+        return [], [SpotLightBoost(self.psi)]
 
 
-class _SpotLightEdit:
-    """The dynamic edit: one bias per (row, layer, step) on the span's keys."""
+@dataclass(frozen=True)
+class SpotLightBoost:
+    """SpotLight's dynamic edit: one bias per (row, layer, step) on the span's keys, when its share is below psi."""
 
-    def __init__(self, psi: float):
-        self.psi = psi
+    psi: float
+    span: str = "emphasis"
 
-    def reset(self) -> None:
-        pass
-
-    def layer_bias(self, layer, query, key, mask, scale, causal, plan):
-        batch, heads, q_len, _ = query.shape
-        k_len = key.shape[2]
-        span = plan.context.key_mask("span:emphasis", k_len)
-        q_valid = plan.context.valid_keys(k_len)[:, k_len - q_len:].float()
-        mass = row_mass(query, key, mask, scale, causal, span, plan.chunk_elements)               # [B, H, Q]
-        p = (mass * q_valid[:, None]).sum((1, 2)) / (q_valid.sum(1) * heads).clamp(min=1)        # [B]
+    def layer_bias(self, view: LayerView):
+        span = view.context.key_mask(f"span:{self.span}", view.k_len)
+        q_valid = view.context.valid_keys(view.k_len)[:, view.k_len - view.q_len:].float()
+        (mass,) = view.measure(RowMass(span))                                                       # [B, H, Q]
+        p = (mass * q_valid[:, None]).sum((1, 2)) / (q_valid.sum(1) * view.n_heads).clamp(min=1)   # [B]
         boost = torch.where(p < self.psi, torch.log(self.psi / p.clamp(min=1e-6)), torch.zeros_like(p))
-        q_factors = boost.view(batch, 1, 1, 1).expand(batch, heads, q_len, 1)
+        q_factors = boost.view(-1, 1, 1, 1).expand(-1, view.n_heads, view.q_len, 1)
         return q_factors, span.float()[..., None]
-
-
