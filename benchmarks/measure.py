@@ -1,36 +1,8 @@
-"""Shared helpers for the benchmarks: peak resident memory of a block, sampled every millisecond."""
+"""Shared helpers for the benchmarks: the model of a benchmark and its shape; memory is sampled with
+:class:`attnlab.report.memory.PeakRSS` every millisecond (``SAMPLE_EVERY``)."""
 from __future__ import annotations
 
-import threading
-import time
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-class PeakSampler:
-    """``with PeakSampler() as s: ...``; ``s.peak`` is the maximum RSS above the level at entry, in bytes."""
-
-    def __enter__(self):
-        self.base, self.peak, self._stop = rss_bytes(), 0, False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop:
-            self.peak = max(self.peak, rss_bytes() - self.base)
-            time.sleep(0.001)
-
-    def __exit__(self, *exc):
-        self._stop = True
-        self.thread.join()
-        self.peak = max(self.peak, rss_bytes() - self.base)
+SAMPLE_EVERY = 0.001   # seconds between two samples of the resident memory
 
 
 def load_model(name: str, positions: int):
@@ -52,9 +24,9 @@ def model_shape(name: str) -> tuple[int, int]:
     from transformers import AutoConfig
 
     from attnlab.models import gguf
+    from attnlab.models.config import text_config
     from attnlab.models.loading import resolve
 
     target, kind = resolve(name)
-    config = AutoConfig.from_pretrained(gguf.prepare(target)[0] if kind == "gguf" else target)
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    config = text_config(AutoConfig.from_pretrained(gguf.prepare(target)[0] if kind == "gguf" else target))
     return config.num_hidden_layers, config.num_attention_heads

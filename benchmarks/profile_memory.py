@@ -18,7 +18,9 @@ import subprocess
 import sys
 import time
 
-from measure import PeakSampler, load_model, model_shape
+from measure import SAMPLE_EVERY, load_model, model_shape
+
+from attnlab.report.memory import PeakRSS
 
 
 def one_case(model_name: str, method: str, length: int, threads: int) -> dict:
@@ -37,7 +39,7 @@ def one_case(model_name: str, method: str, length: int, threads: int) -> dict:
     with torch.no_grad():
         model(ids[:, :16])  # warm up kernels outside the measurement
     start = time.perf_counter()
-    with PeakSampler() as sampler, torch.no_grad():
+    with PeakRSS(SAMPLE_EVERY) as sampler, torch.no_grad():
         if method == "eager":
             model.set_attn_implementation("eager")
             out = model(ids, output_attentions=True)

@@ -21,15 +21,17 @@ import subprocess
 import sys
 import time
 
-from measure import PeakSampler, load_model
+from measure import SAMPLE_EVERY, load_model
+
+from attnlab.report.memory import PeakRSS
 
 ALPHA = 0.01
 
 
-def half_the_heads(config) -> str:
-    """The first half of every layer's heads, as a HeadSet spec (PASTA on 50% of the heads)."""
-    half = config.num_attention_heads // 2
-    return ",".join(f"L{l}H0-{half - 1}" for l in range(config.num_hidden_layers))
+def half_the_heads(shape) -> str:
+    """The first half of every layer's heads (a :class:`attnlab.ModelShape`), as a HeadSet spec (PASTA on 50%)."""
+    half = shape.n_heads // 2
+    return ",".join(f"L{l}H0-{half - 1}" for l in range(shape.n_layers))
 
 
 def prompt_of(tok, length: int) -> tuple[str, str]:
@@ -92,19 +94,21 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
     from transformers import AttentionInterface
 
     import attnlab
+    from attnlab.models.config import ModelShape
     from attnlab.spans import HeadSet, Spans
 
     torch.set_num_threads(threads)
     model, tok = load_model(model_name, length + new_tokens)
-    length = min(length, model.config.max_position_embeddings - new_tokens)
-    heads = half_the_heads(model.config)
+    shape = ModelShape.of(model)
+    length = min(length, shape.max_positions - new_tokens)
+    heads = half_the_heads(shape)
     text, span = prompt_of(tok, length)
     enc = tok(text, return_tensors="pt")
     if method in ("float-mask", "flex"):
         inputs = Spans.encode(tok, [text], {"e": span})
         bias = torch.where(inputs.masks["e"][0], 0.0, math.log(ALPHA))[None]
         by_layer = {}
-        for l, h in HeadSet.parse(heads, model.config.num_hidden_layers, model.config.num_attention_heads):
+        for l, h in HeadSet.parse(heads, shape.n_layers, shape.n_heads):
             by_layer.setdefault(l, []).append(h)
         plan = {"heads": by_layer, "prompt_len": enc["input_ids"].shape[1], "bias": bias}
         AttentionInterface.register("pasta_float_mask", float_mask_attention(plan))
@@ -123,7 +127,7 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
             cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
 
     def timed():
-        with PeakSampler() as sampler:
+        with PeakRSS(SAMPLE_EVERY) as sampler:
             start = time.perf_counter()
             out = prefill()
             prefill_s = time.perf_counter() - start
@@ -144,7 +148,7 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
             start = time.perf_counter()
             prefill()
             compile_s = time.perf_counter() - start
-            with PeakSampler() as sampler:
+            with PeakRSS(SAMPLE_EVERY) as sampler:
                 start = time.perf_counter()
                 prefill()
                 prefill_s = time.perf_counter() - start

@@ -65,12 +65,13 @@ def main(argv=None) -> dict:
 
     import attnlab
     from attnlab.cache.evaluate import stream_ids, stream_perplexity
+    from attnlab.cache.policies import POLICIES
 
     model, tok = attnlab.load(args.model, dtype=args.dtype, device=args.device)
     text = Path(args.file).read_text(encoding="utf-8") if args.file else None
     ids = stream_ids(tok, args.tokens, text)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    policy = next((m for m in modes if m in ("sink", "h2o", "tova", "snapkv")), "sink")
+    policy = next((m for m in modes if m in POLICIES), "sink")
 
     def progress(mode, done, total):
         if done == 0:

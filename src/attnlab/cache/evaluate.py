@@ -20,7 +20,6 @@ segment, the running-perplexity curve, tokens/s, the cache's size and the proces
 from __future__ import annotations
 
 import math
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,11 +27,13 @@ from pathlib import Path
 
 import torch
 
+from attnlab.cache.policies import POLICIES
 from attnlab.errors import AttnlabError
+from attnlab.models.config import max_positions
+from attnlab.report.memory import PeakRSS
 
-BOUNDED = ("window", "sink", "h2o", "tova", "snapkv")
+BOUNDED = ("window", *POLICIES)          # the modes with a bounded cache: "window" is the sink policy without sinks
 MODES = ("dense", "recompute") + BOUNDED
-POLICIES = ("sink", "window", "h2o", "tova", "snapkv")
 DEFAULT_MODES = ("dense", "window", "recompute", "policy")
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -57,8 +58,8 @@ def stream_ids(tokenizer, n_tokens: int, text: str | None = None) -> torch.Tenso
 
 def resolve_modes(modes, policy: str) -> list[str]:
     """Mode names in order, ``"policy"`` replaced by ``policy``, duplicates dropped; unknown names refused."""
-    if policy not in POLICIES:
-        raise AttnlabError(f"unknown policy '{policy}': choose from {', '.join(POLICIES)}")
+    if policy not in BOUNDED:
+        raise AttnlabError(f"unknown policy '{policy}': choose from {', '.join(BOUNDED)}")
     out = []
     for mode in modes:
         mode = policy if mode == "policy" else mode
@@ -73,8 +74,6 @@ def resolve_modes(modes, policy: str) -> list[str]:
 
 def check_settings(model, num_sink: int, window: int, modes: list[str]) -> None:
     """Refuse bad sizes and unsupported architectures before anything runs (one-line :class:`AttnlabError`)."""
-    from attnlab.cache.rope import max_positions
-
     if not isinstance(num_sink, int) or num_sink < 0:
         raise AttnlabError(f"--sinks must be an integer >= 0, got {num_sink}")
     if not isinstance(window, int) or window <= 0:
@@ -94,7 +93,7 @@ def make_cache(model, mode: str, num_sink: int, window: int):
 
     if mode == "window":
         return SinkCache(model, num_sink=0, window=num_sink + window)
-    return SinkCache(model, num_sink=num_sink, window=window, policy=None if mode == "sink" else mode)
+    return SinkCache(model, num_sink=num_sink, window=window, policy=mode)
 
 
 def cache_bytes(cache) -> int:
@@ -106,39 +105,6 @@ def cache_bytes(cache) -> int:
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
     return total
-
-
-class PeakRSS:
-    """``with PeakRSS() as p: ...``; ``p.peak`` is the largest resident-memory growth seen, in bytes (Linux)."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-
-    @staticmethod
-    def rss() -> int:
-        try:
-            with open("/proc/self/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    def __enter__(self):
-        self.base, self.peak, self._stop = self.rss(), 0, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self.rss() - self.base)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self.thread.join()
-        self.peak = max(self.peak, self.rss() - self.base)
 
 
 @dataclass
@@ -262,7 +228,7 @@ def stream_perplexity(model, ids: torch.Tensor, modes=DEFAULT_MODES, num_sink: i
     n = ids.shape[1] - 1
     if n < 1:
         raise AttnlabError("the stream needs at least two tokens")
-    positions = getattr(model.config, "max_position_embeddings", None)
+    positions = max_positions(model)
     dense_n = min(n, dense_tokens or (2 * positions if positions else n))
     seg = segment or max(n // 10, 1)
     runs = {}
@@ -286,7 +252,7 @@ def summarize(runs: dict, model, n: int, num_sink: int, window: int, policy: str
     config = model.config
     report = dict(model=getattr(model, "attnlab_source", None) or getattr(config, "_name_or_path", "") or
                   type(model).__name__, tokens=n, num_sink=num_sink, window=window, cache_size=num_sink + window,
-                  policy=policy, model_positions=getattr(config, "max_position_embeddings", None),
+                  policy=policy, model_positions=max_positions(model),
                   dense_tokens=dense_n if "dense" in runs else None, recompute_every=recompute_every, segment=seg,
                   threads=torch.get_num_threads(), device=str(model.device),
                   dtype=str(next(model.parameters()).dtype).removeprefix("torch."),

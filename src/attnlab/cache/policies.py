@@ -74,7 +74,7 @@ class StreamingLLM(Policy):
     forward attends to at most ``num_sink + window + q`` keys, as in the paper's per-token evaluation.
     """
 
-    name = "streamingllm"
+    name = "sink"
 
     def __init__(self) -> None:
         super().__init__(recent=None)
@@ -181,11 +181,11 @@ class SnapKV(Policy):
         return f"SnapKV(window_size={self.window_size}, kernel_size={self.kernel_size}, pooling={self.pooling!r})"
 
 
-POLICIES = {"streamingllm": StreamingLLM, "h2o": H2O, "tova": TOVA, "snapkv": SnapKV}
+POLICIES = {policy.name: policy for policy in (StreamingLLM, H2O, TOVA, SnapKV)}   # the spelling everywhere
 
 
 def make_policy(policy) -> Policy:
-    """A :class:`Policy` from an instance, ``None`` (StreamingLLM) or a name (``streamingllm``, ``h2o``, ...)."""
+    """A :class:`Policy` from an instance, ``None`` (StreamingLLM) or a name of :data:`POLICIES` (``sink``, ``h2o``, ...)."""
     if policy is None:
         return StreamingLLM()
     if isinstance(policy, Policy):

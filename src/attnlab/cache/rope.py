@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from attnlab.errors import AttnlabError
+from attnlab.models.config import text_config
 
 # model_type -> family name; all of them use the "rotate half" (GPT-NeoX) layout of RoPE. Gemma 3's sliding
 # and full attention layers each rotate with their own frequencies (one adapter per layer type).
@@ -41,18 +42,17 @@ def supported_families() -> str:
 class RopeAdapter:
     """How one architecture family (one layer type of it) rotates keys: its frequencies and rotating channels.
 
-    ``inv_freq`` is float32 ``[rotary_dim / 2]``; ``head_dim`` the full key width; ``layer_type`` the
+    ``inv_freq`` is float32 ``[rotary_dim / 2]``; ``layer_type`` the
     ``config.layer_types`` entry these frequencies belong to, or None when every layer shares them.
     """
 
     family: str
     inv_freq: torch.Tensor
-    head_dim: int
     layer_type: str | None = None
 
     @property
     def rotary_dim(self) -> int:
-        """How many leading channels of a key rotate (``head_dim`` unless partial rotary)."""
+        """How many leading channels of a key rotate (all of them unless partial rotary)."""
         return 2 * self.inv_freq.numel()
 
     def rotate(self, keys: torch.Tensor, delta: torch.Tensor, memo: dict | None = None) -> torch.Tensor:
@@ -93,10 +93,6 @@ class RopeAdapter:
         return torch.cat((ang, ang), dim=-1).cos(), torch.cat((-ang.sin(), ang.sin()), dim=-1)
 
 
-def _text_config(config):
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
 def _rope_parameters(config, layer_type: str | None) -> dict:
     """The RoPE parameters of ``layer_type``: ``rope_parameters[layer_type]`` when nested by layer type."""
     params = getattr(config, "rope_parameters", None) or {}
@@ -132,7 +128,7 @@ def rope_adapters(model) -> list[RopeAdapter]:
     variants whose frequencies depend on the sequence length (dynamic NTK, LongRoPE), since a fixed rotation
     by a delta cannot reproduce them.
     """
-    config = _text_config(getattr(model, "config", model))
+    config = text_config(model)
     model_type = getattr(config, "model_type", None)
     if model_type not in FAMILIES:
         raise AttnlabError(f"the sink cache cannot re-assign positions for model type '{model_type}'; "
@@ -170,7 +166,7 @@ def _adapter(config, layer_type: str | None, freq: torch.Tensor, head_dim: int) 
     if 2 * inv_freq.numel() > head_dim:
         raise AttnlabError(f"rotary width {2 * inv_freq.numel()} exceeds head_dim {head_dim}; this RoPE layout is "
                            f"not supported (supported: {supported_families()})")
-    return RopeAdapter(family=FAMILIES[config.model_type], inv_freq=inv_freq, head_dim=head_dim, layer_type=layer_type)
+    return RopeAdapter(family=FAMILIES[config.model_type], inv_freq=inv_freq, layer_type=layer_type)
 
 
 def rope_adapter(model, layer: int = 0) -> RopeAdapter:
@@ -182,13 +178,3 @@ def rope_adapter(model, layer: int = 0) -> RopeAdapter:
     if not 0 <= layer < len(adapters):
         raise AttnlabError(f"layer {layer} is out of range: the model has {len(adapters)} layers")
     return adapters[layer]
-
-
-def max_positions(model) -> int | None:
-    """The number of positions the model was trained on (``max_position_embeddings``), if the config says.
-
-    StreamingLLM (Xiao et al., ICLR 2024) needs ``num_sink + window`` below it: the cache reuses positions
-    ``0 .. num_sink + window`` forever.
-    """
-    config = _text_config(getattr(model, "config", model))
-    return getattr(config, "max_position_embeddings", None)

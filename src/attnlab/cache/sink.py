@@ -39,8 +39,9 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from attnlab.cache.policies import Policy, StreamingLLM, make_policy
-from attnlab.cache.rope import RopeAdapter, max_positions, rope_adapters
+from attnlab.cache.rope import RopeAdapter, rope_adapters
 from attnlab.errors import AttnlabError
+from attnlab.models.config import max_positions, text_config
 
 POSITION_MODES = ("cache", "original")
 
@@ -267,7 +268,7 @@ class SinkCache(Cache):
 
     def check_steerable(self, model) -> None:
         """Refuse, before generation starts, a cache whose evictions steering could not follow."""
-        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        config = text_config(model)
         n_kv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         if self.policy.per_head and n_kv > 1:
             raise AttnlabError(f"the {self.policy.name} policy keeps different tokens per KV head, which steering "
@@ -300,6 +301,10 @@ class SinkCache(Cache):
 
 
 def _check_sizes(model, num_sink, window, positions) -> None:
+    """Refuse, in one line, what the cache cannot hold exactly: no model, bad sizes, a size past the positions."""
+    if not hasattr(model, "config") or not hasattr(model, "modules"):
+        raise AttnlabError(f"SinkCache needs the loaded model, got {type(model).__name__}: "
+                           "SinkCache(model, num_sink=4, window=252)")
     if not isinstance(num_sink, int) or num_sink < 0:
         raise AttnlabError(f"num_sink must be an integer >= 0, got {num_sink!r}")
     if not isinstance(window, int) or window <= 0:
@@ -310,7 +315,7 @@ def _check_sizes(model, num_sink, window, positions) -> None:
     if positions == "cache" and limit is not None and num_sink + window >= limit:
         raise AttnlabError(f"num_sink + window = {num_sink + window} does not fit the model's {limit} positions "
                            f"(the new token needs one more slot): use num_sink + window <= {limit - 1}")
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = text_config(model)
     sliding, flags = getattr(config, "sliding_window", None), sliding_layers(config)
     if any(flags) and positions == "original":
         raise AttnlabError(f"positions='original' cannot be exact on the model's sliding-window layers (window "
