@@ -19,6 +19,23 @@ def logits(model, enc):
         return model(**enc).logits
 
 
+def hook_count(model) -> int:
+    """Forward hooks and pre-hooks on the model and every submodule."""
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def implementations(model) -> set:
+    return {m.config._attn_implementation for m in model.modules() if getattr(m, "config", None) is not None}
+
+
+def assert_unsteered(model, enc, base, hooks_before):
+    """Leaving the block left nothing behind: logits exactly as before, no hook, every config's implementation
+    back to SDPA."""
+    assert hook_count(model) == hooks_before
+    assert implementations(model) == {"sdpa"}
+    assert torch.equal(logits(model, enc), base)
+
+
 @given(heads=st.sampled_from(["all", "L0", "L1H0-3", "L3H7"]),
        keys=st.sampled_from(["prompt", "first", "span:emphasis", "~span:emphasis", "generated"]),
        queries=st.sampled_from(["all", "prompt", "generated", "span:emphasis"]),
@@ -40,7 +57,7 @@ def test_identity_edit_changes_nothing(tiny, heads, keys, queries, kind):
 def test_leaving_the_block_restores_exact_logits(tiny, alpha, fail):
     model, tok = tiny
     enc = tok(PROMPT, return_tensors="pt")
-    base = logits(model, enc)
+    base, hooks = logits(model, enc), hook_count(model)
     try:
         with attnlab.steer(model, attnlab.PASTA(SPAN, alpha=alpha), attnlab.ACT(), tokenizer=tok):
             logits(model, enc)
@@ -48,8 +65,7 @@ def test_leaving_the_block_restores_exact_logits(tiny, alpha, fail):
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         pass
-    assert torch.equal(logits(model, enc), base)
-    assert model.config._attn_implementation == "sdpa"
+    assert_unsteered(model, enc, base, hooks)
 
 
 @given(alpha=st.floats(0.001, 0.9), heads=st.sampled_from(["all", "L1", "L0H2,L2H5-7", "L3H0"]))
@@ -91,10 +107,130 @@ def test_bad_input_is_one_line_and_model_unsteered(tiny, make, match):
     model, tok = tiny
     enc = tok(PROMPT, return_tensors="pt")
     base = logits(model, enc)
+    hooks = hook_count(model)
     with pytest.raises(AttnlabError, match=match):
         with attnlab.steer(model, make(), tokenizer=tok):
             logits(model, enc)
-    assert torch.equal(logits(model, enc), base)
+    assert_unsteered(model, enc, base, hooks)
+
+
+# --- failures *inside* the block, once the model is attached ----------------------------------------------------
+
+TWO = [PROMPT, "Records: apple=482. river=17. Query: river? Answer:"]
+
+
+def two_prompts(tok):
+    return tok(TWO, return_tensors="pt", padding=True, padding_side="left")
+
+
+def steered_logits(model, tok, enc, *methods):
+    with attnlab.steer(model, *methods, tokenizer=tok):
+        return logits(model, enc)
+
+
+def test_user_error_inside_the_block_after_a_steered_forward(tiny):
+    model, tok = tiny
+    enc = two_prompts(tok)
+    base, hooks = logits(model, enc), hook_count(model)
+    method = attnlab.PASTA([[SPAN], ["river=17."]], alpha=0.01)
+    before = steered_logits(model, tok, enc, method)
+    assert (before - base).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="user code"):
+        with attnlab.steer(model, method, tokenizer=tok):
+            steered = logits(model, enc)
+            assert hook_count(model) > hooks and implementations(model) == {"attnlab"}
+            raise ValueError("user code")
+    assert torch.equal(steered, before)
+    assert_unsteered(model, enc, base, hooks)
+    assert torch.equal(steered_logits(model, tok, enc, method), before)      # and steering again works as before
+
+
+def test_span_missing_from_one_prompt_of_the_batch_fails_in_the_forward(tiny):
+    model, tok = tiny
+    enc = two_prompts(tok)
+    base, hooks = logits(model, enc), hook_count(model)
+    method = attnlab.PASTA([[SPAN], ["not in the second prompt"]])
+    with pytest.raises(AttnlabError, match="span 'not in the second prompt' is not in prompt 2"):
+        with attnlab.steer(model, method, tokenizer=tok):
+            assert implementations(model) == {"attnlab"}                       # attached: the error comes later
+            logits(model, enc)
+    assert_unsteered(model, enc, base, hooks)
+
+
+def test_key_index_past_the_prompt_fails_in_the_attention_function(tiny):
+    model, tok = tiny
+    enc = two_prompts(tok)
+    base, hooks = logits(model, enc), hook_count(model)
+    n_short = int(enc["attention_mask"].sum(1).min())
+    with pytest.raises(AttnlabError, match=f"key index {n_short} is past the end of a prompt of {n_short} tokens"):
+        with attnlab.steer(model, attnlab.Edit(heads="L1", keys=(0, n_short), bias=1.0), tokenizer=tok):
+            logits(model, enc)
+    assert_unsteered(model, enc, base, hooks)
+
+
+def test_user_error_in_the_middle_of_generate(tiny):
+    """A logits processor (user code) raising at the second decode step: the prompt and one cached step ran
+    steered, and leaving the block still restores everything."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class Boom(LogitsProcessor):
+        calls = 0
+
+        def __call__(self, input_ids, scores):
+            Boom.calls += 1
+            if Boom.calls == 3:
+                raise RuntimeError("boom at step 3")
+            return scores
+
+    def plain_generation():
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 output_logits=True, return_dict_in_generate=True)
+        return torch.stack(out.logits, 1)
+
+    model, tok = tiny
+    enc = two_prompts(tok)
+    base, hooks = logits(model, enc), hook_count(model)
+    unsteered = plain_generation()
+    spans = [[SPAN], ["river=17."]]
+    with pytest.raises(RuntimeError, match="boom at step 3"):
+        with attnlab.steer(model, attnlab.PASTA(spans), attnlab.SpotLight(spans), tokenizer=tok):
+            model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id,
+                           logits_processor=LogitsProcessorList([Boom()]))
+    assert Boom.calls == 3
+    assert_unsteered(model, enc, base, hooks)
+    assert torch.equal(plain_generation(), unsteered)                          # generation is unsteered too
+
+
+def test_dynamic_method_refused_past_a_sliding_window_mid_generation(tiny):
+    """ACT at a decode step past Mistral's window (8) is refused from inside the attention function."""
+    from archs import build
+
+    model = build("mistral", len(tiny[1]))
+    tok = tiny[1]
+    enc = two_prompts(tok)
+    base, hooks = logits(model, enc), hook_count(model)
+    with pytest.raises(AttnlabError, match="cannot follow layer .* sliding window"):
+        with attnlab.steer(model, attnlab.ACT(), tokenizer=tok):
+            model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert_unsteered(model, enc, base, hooks)
+
+
+def test_steering_entered_mid_generation_is_refused_and_detached(tiny):
+    from transformers import DynamicCache
+
+    model, tok = tiny
+    enc = two_prompts(tok)
+    base, hooks = logits(model, enc), hook_count(model)
+    with torch.no_grad():
+        first = model(**enc, past_key_values=DynamicCache(), use_cache=True)
+    step = {"input_ids": first.logits[:, -1].argmax(-1, keepdim=True),
+            "attention_mask": torch.cat([enc["attention_mask"], torch.ones(2, 1, dtype=torch.long)], 1)}
+    with pytest.raises(AttnlabError, match="in the middle of a generation"):
+        with attnlab.steer(model, attnlab.ZeroTuning(2.0), tokenizer=tok):
+            with torch.no_grad():
+                model(**step, past_key_values=first.past_key_values, use_cache=True)
+    assert_unsteered(model, enc, base, hooks)
 
 
 def test_text_spans_need_a_tokenizer(tiny):
