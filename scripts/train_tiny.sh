@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/attnlab-tiny}
 PY=${PYTHON:-.venv/bin/python}
-TRAIN="$PY -m attnlab.models.train_tiny --corpus $WORK/corpus/corpus.txt"
+TRAIN="$PY -m training.train_tiny --corpus $WORK/corpus/corpus.txt"
 mkdir -p "$WORK"
 "$PY" scripts/build_corpus.py "$WORK/corpus"
 # phase 1: English prose mixed 50/50 with synthetic task mix v1, schedule for 6000 steps, stopped at 1750

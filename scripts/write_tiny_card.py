@@ -1,6 +1,6 @@
 """Write the bundled model's card (src/attnlab/models/tiny/README.md) from measured figures.
 
-    python -m attnlab.models.card tiny --json-out /tmp/card.json
+    python -m training.card tiny --json-out /tmp/card.json
     python scripts/write_tiny_card.py /tmp/card.json v1=PHASE1_LOG v1=PHASE2_LOG v2=PHASE3_LOG
 
 Each phase's row (command, steps, tokens, losses) is read from its ``train_log.jsonl``: the first line
@@ -23,7 +23,7 @@ def phase_row(number: int, log: Path, mix: str) -> str:
     """One row of the training table: the command the log's run was started with, and where it ended."""
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     args, last = [r for r in rows if "args" in r][-1]["args"], [r for r in rows if "step" in r][-1]
-    command = f"python -m attnlab.models.train_tiny --corpus corpus.txt --out phase{number}"
+    command = f"python -m training.train_tiny --corpus corpus.txt --out phase{number}"
     if args.get("init"):
         command += f" --init phase{number - 1}"
     command += f" --mix {args.get('mix', mix)}"
@@ -61,7 +61,7 @@ heads beyond layer 0 on prose — a real but weak sink, not the "most heads" of 
   tokens): the King James Bible (`bible-kjv-text`, public domain), the reStructuredText sources of the
   Python 3.11 documentation (`python3.11-doc`, PSF licence), the Debian Reference (`debian-reference-en`,
   GPL-2+), the Jargon File (`jargon-text`, public domain), fortune cookies (`fortunes`, BSD / public domain).
-* Synthetic in-context tasks generated on the fly (`attnlab/models/synthetic.py`, `MIXES`): key–value
+* Synthetic in-context tasks generated on the fly (`training/mixes.py`, `MIXES`): key–value
   lookup among 2–64 distractors (15% with an absent key, answer `none`), copying a word list, "previously
   X, but now Y" overrides, format instructions before prose, and Guo et al.'s bigram-backcopy stream
   (mix `v1`); mix `v2` adds copy lists of up to 60 words and repeated prose passages (a passage, then
@@ -80,7 +80,7 @@ this folder are the logs (the run's arguments, then one JSON line per evaluation
 loss, the first-token figures on 8 validation prose windows and the loss on both halves of repeated
 random tokens, measured as training went).
 
-## Measured by attnlab (`python -m attnlab.models.card tiny`)
+## Measured by attnlab (`python -m training.card tiny`)
 
 | figure | value |
 | --- | --- |

@@ -1,7 +1,7 @@
 """Train the bundled ``tiny`` model: a small Llama-architecture causal LM with a byte-level BPE tokenizer.
 
 Data: English prose from Debian packages (``scripts/build_corpus.py``) mixed with the synthetic
-in-context tasks of :mod:`attnlab.models.synthetic`. Every training window starts with ``<|bos|>``
+in-context tasks of ``training/mixes.py``. Every training window starts with ``<|bos|>``
 (Barbero et al. 2025 and Gu et al. 2025 tie first-token sinks to an always-present first token).
 
 The shipped checkpoint is three runs of this module (phases 1 and 2 with task mix ``v1``, phase 3 with
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from attnlab.models.synthetic import MIXES, WORDS, sample_example
+from attnlab.models.synthetic import WORDS
+from training.mixes import MIXES, sample_example
 
 SPECIAL_TOKENS = ["<|bos|>", "<|eos|>", "<|pad|>"]
 
@@ -132,7 +133,7 @@ def main(argv=None) -> None:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--synth", type=float, default=0.5, help="fraction of windows made of synthetic tasks")
-    p.add_argument("--mix", default="v2", choices=sorted(MIXES), help="synthetic task mix (see synthetic.MIXES)")
+    p.add_argument("--mix", default="v2", choices=sorted(MIXES), help="synthetic task mix (see training/mixes.py)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)

@@ -1,6 +1,6 @@
 """Measure the figures the bundled model's card reports, with attnlab itself.
 
-    python -m attnlab.models.card [MODEL] [--n 200]
+    python -m training.card [MODEL] [--n 200]        # from the repository root
 
 * attention sink: heads beyond layer 0 whose mean first-token mass is >= 0.3, and the Sink ratio, on the
   built-in sample text alone (what ``attnlab profile`` shows) and on it plus the synthetic task prompts;
