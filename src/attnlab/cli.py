@@ -226,7 +226,7 @@ def parse_setting_items(items: list[str]) -> dict[str, str]:
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise AttnlabError(f"cannot read --set '{item}': write NAME=VALUE, e.g. alpha=0.05")
+            raise AttnlabError(f"cannot read --set {item!r}: write NAME=VALUE, e.g. alpha=0.05")
         written[key.strip()] = value
     return written
 
@@ -237,7 +237,7 @@ def parse_sweep(method: str, sweep: str, select: str | None) -> tuple[str, list]
 
     key, eq, raw = sweep.partition("=")
     if not eq or not key.strip():
-        raise AttnlabError(f"cannot read --sweep '{sweep}': write NAME=V1,V2,… e.g. alpha=0.001,0.01,0.1")
+        raise AttnlabError(f"cannot read --sweep {sweep!r}: write NAME=V1,V2,… e.g. alpha=0.001,0.01,0.1")
     param = registry.setting(method, key.strip(), select)
     values = [param.parse(v, method) for v in raw.split(",") if v.strip()]
     if not values:

@@ -43,7 +43,7 @@ class Param:
             return value
         if self.type == "text":
             if value not in self.choices:
-                raise AttnlabError(f"{owner}: unknown {self.name} '{value}': use one of {', '.join(self.choices)}")
+                raise AttnlabError(f"{owner}: unknown {self.name} {value!r}: use one of {', '.join(self.choices)}")
             return value
         if self.type == "grid":
             if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not list(value):
@@ -63,7 +63,7 @@ class Param:
             want = "a positive integer" if whole else "a positive number"
         else:
             want = ("an integer" if whole else "a finite number") + (f" {self.range_text()}" if self.range_text() else "")
-        raise AttnlabError(f"{owner}: {self.name} must be {want}, got {value}")
+        raise AttnlabError(f"{owner}: {self.name} must be {want}, got {value!r}")
 
     def parse(self, text: str, owner: str):
         """A value written on the command line (``0.01``, ``L3H1``, ``0.5,1,2``), checked."""
@@ -79,7 +79,7 @@ class Param:
         except ValueError:
             want = "a list of numbers like 0.5,1,2" if self.type == "grid" else \
                 ("an integer" if self.type == "int" else "a number") + (f" {self.range_text()}" if self.range_text() else "")
-            raise AttnlabError(f"{owner}: {self.name} must be {want}, got '{text}'") from None
+            raise AttnlabError(f"{owner}: {self.name} must be {want}, got {text!r}") from None
         return self.check(values if self.type == "grid" else values[0], owner)
 
     def help_example(self) -> str:

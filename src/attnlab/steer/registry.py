@@ -24,7 +24,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in
 def method_class(name: str) -> type[Method]:
     """The method registered as ``name``."""
     if name not in METHODS:
-        raise AttnlabError(f"unknown method '{name}': choose from {', '.join(METHODS)}")
+        raise AttnlabError(f"unknown method {name!r}: choose from {', '.join(METHODS)}")
     return METHODS[name]
 
 
@@ -37,13 +37,11 @@ def settings_text(name: str) -> str:
 
 
 def check_select(name: str, select: str | None) -> None:
-    """Refuse choosing ``select`` from data for a method that cannot."""
-    if select is None:
-        return
+    """Refuse an unknown method, and choosing ``select`` from data for a method that cannot."""
     cls = method_class(name)
-    if select not in cls.selectable:
+    if select is not None and select not in cls.selectable:
         can = ", ".join(cls.selectable) or "nothing"
-        raise AttnlabError(f"{name} has no setting '{select}' to choose from data: it can choose {can}")
+        raise AttnlabError(f"{name} has no setting {select!r} to choose from data: it can choose {can}")
 
 
 def setting(name: str, key: str, select: str | None = None) -> Param:
@@ -55,16 +53,18 @@ def setting(name: str, key: str, select: str | None = None) -> Param:
             if key == select:
                 raise AttnlabError(f"{name}: {key} is chosen from data (select {key}): do not set it too")
             return p
-    raise AttnlabError(f"{name} has no setting '{key}': its settings are {settings_text(name)}")
+    raise AttnlabError(f"{name} has no setting {key!r}: its settings are {settings_text(name)}")
 
 
 def parse_settings(name: str, written: dict[str, str], select: str | None = None) -> dict:
     """``{"alpha": "0.05"}`` as written (command line, form) -> ``{"alpha": 0.05}``, every value checked."""
+    check_select(name, select)
     return {key: setting(name, key, select).parse(text, name) for key, text in written.items()}
 
 
 def check_settings(name: str, values: dict, select: str | None = None) -> dict:
     """Python values (``{"alpha": 0.05, "heads": [(1, 0)]}``) checked against the declared settings."""
+    check_select(name, select)
     return {key: setting(name, key, select).check(value, name) for key, value in values.items()}
 
 
