@@ -139,3 +139,25 @@ def test_selected_heads_are_recorded_as_the_command_line_writes_them(tiny):
     assert re.fullmatch(r"L\d+H\d+(,L\d+H\d+)*", label), label
     assert label.split(",") == [name for _, name in r["selection"]["ranking"][:len(label.split(","))]]
     assert r["method"]["params"]["heads"] == label
+
+
+def test_cli_eval_records_only_applied_settings_and_honours_n_for_jsonl(tmp_path):
+    """``--n`` caps a JSONL test split; ``--select`` options are recorded with the choice, not as method settings."""
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps({"prompt": f"The sea is <<calm>> {i}. The sea is", "answer": " calm",
+                                          "wrong": [" rough"]}) for i in range(8)))
+    runner = CliRunner()
+    plain = runner.invoke(app, ["eval", "tiny", "--task", "jsonl", "--file", str(path), "--scorer", "loglik", "--n", "3",
+                                "--set", "alpha=0.05", "--out", str(tmp_path / "a")])
+    assert plain.exit_code == 0, plain.output
+    data = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert data["n"] == 3 and data["task"]["n"] == 3
+    assert data["method"] == {"name": "pasta", "span": "emphasis", "params": {"alpha": 0.05}}
+    chosen = runner.invoke(app, ["eval", "tiny", "--task", "jsonl", "--file", str(path), "--scorer", "loglik", "--n", "4",
+                                 "--select", "heads", "--set", "top_k=1", "--budget", "3", "--out", str(tmp_path / "b")])
+    assert chosen.exit_code == 0, chosen.output
+    data = json.loads((tmp_path / "b" / "eval.json").read_text())
+    assert data["n"] == 4 and data["task"]["split"] == "test"                    # 8 records: 2 train, the next 4 test
+    assert data["selection"]["on"]["split"] == "train" and data["selection"]["on"]["n"] == 2
+    assert data["selection"]["options"] == {"top_k": 1}
+    assert set(data["method"]["params"]) == {"heads"} and re.fullmatch(r"L\d+H\d+", data["method"]["params"]["heads"])
