@@ -20,16 +20,21 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
     scores = query.double() @ key.transpose(-1, -2) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
     q_len, k_len = scores.shape[-2:]
     if attention_mask is None:
-        allowed = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
-    else:
+        allowed = torch.ones(q_len, k_len, dtype=torch.bool)
+        if getattr(module, "is_causal", True):                # encoders (BERT) see every key
+            allowed = allowed.tril(k_len - q_len)
+    elif attention_mask.dtype == torch.bool:
         allowed = attention_mask
+    else:                                                     # an additive float mask
+        allowed = attention_mask > torch.finfo(attention_mask.dtype).min / 2
     scores = scores.masked_fill(~allowed, float("-inf"))
     attn = torch.softmax(scores, dim=-1).nan_to_num(0.0)
     attn = _EDIT["fn"](attn, module.layer_idx)
     out = attn @ value
     scale = _EDIT.get("head_scale")
     if scale is not None:
-        out = out * scale(module.layer_idx)[None, :, None, None]
+        s = scale(module.layer_idx)
+        out = out * (s[None, :, None, None] if s.dim() == 1 else s)   # [H], or [B, H, Q, 1] per query
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
 
 
@@ -38,14 +43,16 @@ AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
 def run_reference(model, input_ids, attention_mask, edit, head_scale=None):
-    """Logits of a full forward with ``edit(A, layer) -> A'`` applied to every layer's eager attention."""
+    """Logits (an encoder: last hidden states) of a full forward with ``edit(A, layer) -> A'`` applied to every
+    layer's eager attention, and each head's output times ``head_scale(layer)`` (``[H]`` or ``[B, H, Q, 1]``)."""
     _EDIT["fn"], _EDIT["head_scale"] = edit, head_scale
     before = model.config._attn_implementation
     model.set_attn_implementation(NAME)
     try:
         with torch.no_grad():
             pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-            return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).logits
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos)
+            return out.logits if hasattr(out, "logits") else out.last_hidden_state
     finally:
         model.set_attn_implementation(before)
 
