@@ -149,3 +149,32 @@ def test_first_token_mass_probe_through_a_plan_equals_eager(tiny):
             rows = [i for i in range(valid.shape[1]) if valid[b, i] and i != first]
             expected = maps[b][:, rows, first].mean(-1)
             torch.testing.assert_close(probe.result()[layer, b], expected, rtol=1e-4, atol=1e-5)
+
+
+class FloorOnFirstToken:
+    """The README's example dynamic edit: at least 30% of every head's attention on the first token."""
+
+    def layer_bias(self, view):
+        first = view.context.key_mask("first", view.k_len)
+        (mass,) = view.measure(RowMass(first))
+        m = mass.clamp(1e-6, 1 - 1e-6)
+        boost = torch.log(0.3 * (1 - m) / (0.7 * m)).clamp(min=0)
+        return boost[..., None], first.float()[..., None]
+
+
+def test_readme_dynamic_edit_lifts_every_row_to_its_floor(tiny):
+    from attnlab.probes.attention import FullMaps
+
+    model, tok = tiny
+    inputs = tok(PROMPT, return_tensors="pt")
+    maps = FullMaps()
+    with attnlab.steer(model, FloorOnFirstToken(), tokenizer=tok, probes=[maps]), torch.no_grad():
+        model(**inputs)
+    steered = maps.result()[:, 0, :, :, 0]                                         # [L, H, Q]: mass on token 0
+    unsteered = torch.stack([m[0, :, :, 0] for m in eager_maps(model, inputs)])
+    assert (unsteered < 0.25).any()                                                 # there is something to lift
+    assert (steered >= 0.3 - 1e-5).all()
+    # layer 0 sees the same input steered or not: rows below the floor land on it, the others are untouched
+    low = unsteered[0] < 0.3
+    torch.testing.assert_close(steered[0][low], torch.full_like(steered[0][low], 0.3), rtol=0, atol=1e-5)
+    torch.testing.assert_close(steered[0][~low], unsteered[0][~low], rtol=0, atol=1e-5)
