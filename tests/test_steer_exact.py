@@ -474,3 +474,28 @@ def test_steering_an_encoder(encoder_tok):
     tol = max(1e-4, 1e-5 * float(ref[real].abs().max()))
     assert (ref - steered)[real].abs().max() <= tol
     assert (plain - steered)[real].abs().max() > EFFECT * tol
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma3"])
+def test_dynamic_steering_of_a_prompt_longer_than_the_sliding_window(arch, tiny):
+    """SpotLight in one forward over prompts longer than the window (8): allowed (only decode steps past the window
+    are refused), and exact on the sliding layers, whose rows see only the last 8 keys."""
+    tok = tiny[1]
+    model = build(arch, len(tok))
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    assert mask.sum(1).min() > 2 * model.config.sliding_window
+    valid, span = token_sets(tok, PROMPTS, EMPHASIS)
+    psi = 0.9                                                 # above any share a window of 8 leaves on the span
+    with attnlab.steer(model, attnlab.SpotLight(EMPHASIS, psi=psi), tokenizer=tok):
+        with torch.no_grad():
+            steered = model(input_ids=ids, attention_mask=mask,
+                            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    shares = []
+    ref = run_reference(model, ids, mask, spotlight_reference(valid, span, psi, shares))
+    plain = run_reference(model, ids, mask, lambda a, l: a)
+    real = mask.bool()
+    tol = max(1e-4, 1e-5 * float(ref[real].abs().max()))
+    assert all((p < psi).all() for _, _, p in shares)
+    assert (ref - steered)[real].abs().max() <= tol
+    assert (plain - steered)[real].abs().max() > EFFECT * tol
