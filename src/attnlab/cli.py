@@ -365,8 +365,8 @@ def print_eval(results) -> None:
                             f"{b['difference']:+.3f} [{b['ci_low']:+.3f}, {b['ci_high']:+.3f}]")
         console.print(buckets)
     if last.get("selection"):
-        console.print(f"selected on the train split: { {k: v for k, v in last['selection'].items()
-                                                        if k not in ('grid', 'options')} }")
+        chosen = {k: v for k, v in last["selection"].items() if k not in ("grid", "options")}
+        console.print(f"selected on the train split: {chosen}")
 
 
 @app.command()
