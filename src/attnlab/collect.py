@@ -130,6 +130,17 @@ def check_map_budget(shape: ModelShape, batch: int, n_tokens: int, budget: int =
                            "received_attention, entropy) or a shorter text")
 
 
+def as_texts(texts) -> list[str]:
+    """``texts`` (one str, or a list or tuple of them) as a non-empty list; each text is checked by :func:`encode`."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, (list, tuple)):
+        raise AttnlabError(f"cannot read texts given as a {type(texts).__name__}: give a str or a list of str")
+    if not texts:
+        raise AttnlabError("no text given: pass at least one text")
+    return list(texts)
+
+
 def collect(model, tokenizer, texts, probes=("first_token_mass", "received_attention", "entropy"), *,
             spans: dict | None = None, batch_size: int = 8, truncate: bool = False, massive: bool = False,
             map_budget_bytes: int = MAP_BUDGET_BYTES, on_batch=None) -> Collected:
@@ -138,9 +149,7 @@ def collect(model, tokenizer, texts, probes=("first_token_mass", "received_atten
     ``spans`` maps a name to a substring (or character range) present in every text; each adds a
     ``span_mass:NAME`` result. ``massive=True`` adds massive-activation summaries per layer.
     """
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts:
-        raise AttnlabError("no text given: pass at least one text")
+    texts = as_texts(texts)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AttnlabError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     unknown = [p for p in probes if p not in PROBES]

@@ -14,7 +14,7 @@ from importlib import resources
 import torch
 
 from attnlab.callable_module import make_callable
-from attnlab.collect import collect
+from attnlab.collect import as_texts, collect
 from attnlab.errors import AttnlabError
 from attnlab.models.config import ModelShape
 from attnlab.report.schema import (HiddenSink, LayerActivations, MassiveActivation, ModelInfo, Report, Summary,
@@ -54,8 +54,8 @@ def profile(model, texts=None, *, tokenizer=None, spans: dict | None = None, eps
 
     if not 0 < epsilon < 1:
         raise AttnlabError(f"epsilon must be in (0, 1), got {epsilon}")
+    texts = [sample_text()] if texts is None else as_texts(texts)
     model, tokenizer = load(model, tokenizer)
-    texts = [sample_text()] if texts is None else ([texts] if isinstance(texts, str) else list(texts))
     got = collect(model, tokenizer, texts, probes=("first_token_mass", "received_attention", "entropy"),
                   spans=spans, batch_size=batch_size, truncate=truncate, massive=True, on_batch=on_batch)
     special = set(getattr(tokenizer, "all_special_ids", []) or [])

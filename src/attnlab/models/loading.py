@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from attnlab.errors import AttnlabError
 from attnlab.models import gguf
@@ -72,13 +73,41 @@ def resolve(name_or_path: str):
 
 
 def _auto_class(config):
-    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM
+    """The transformers Auto class for the config's architecture, and its table of model classes by config class."""
+    from transformers import (MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING, MODEL_MAPPING, AutoModel,
+                              AutoModelForCausalLM, AutoModelForMaskedLM)
     archs = " ".join(config.architectures or [])
     if "CausalLM" in archs or "LMHeadModel" in archs:
-        return AutoModelForCausalLM
+        return AutoModelForCausalLM, MODEL_FOR_CAUSAL_LM_MAPPING
     if "MaskedLM" in archs:
-        return AutoModelForMaskedLM
-    return AutoModel
+        return AutoModelForMaskedLM, MODEL_FOR_MASKED_LM_MAPPING
+    return AutoModel, MODEL_MAPPING
+
+
+def _check_sdpa(config, classes) -> None:
+    """Refuse, before any weight is read, an architecture whose attention transformers cannot run on SDPA.
+
+    attnlab's attention function wraps SDPA; Gemma 2, whose attention logits are soft-capped, is one such model.
+    """
+    model_class = classes[type(config)] if type(config) in classes else None
+    if model_class is not None and not getattr(model_class, "_supports_sdpa", True):
+        raise AttnlabError(f"{model_class.__name__} cannot run its attention on SDPA (Gemma 2, for one, soft-caps its "
+                           "attention logits), and attnlab wraps SDPA: use a model whose attention runs on SDPA "
+                           "(Llama, Qwen2/3, Mistral, Gemma, Gemma 3, Phi3, GPT-2, BERT, ...)")
+
+
+def _check_dtype(dtype):
+    """``dtype`` (a name or a torch dtype) as a floating-point torch dtype, or None; anything else refused."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise AttnlabError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
+        return DTYPES[dtype]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise AttnlabError(f"dtype {dtype} cannot hold model weights: use one of {', '.join(DTYPES)} (a name or the "
+                           "torch dtype)")
+    return dtype
 
 
 def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust_remote_code: bool = False):
@@ -90,7 +119,7 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     already-built ``PreTrainedModel`` (then ``tokenizer`` must be given and both are returned as they are).
     ``dtype`` is a torch dtype or one of ``float32 / float16 / bfloat16``.
     """
-    from transformers import AutoConfig, AutoTokenizer, PreTrainedModel
+    from transformers import AutoConfig, PreTrainedModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -102,10 +131,7 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise AttnlabError(f"cannot load a {type(name_or_path).__name__}: give an alias, a folder, a hub id or a "
                            "PreTrainedModel with its tokenizer")
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise AttnlabError(f"unknown dtype '{dtype}': use one of {', '.join(DTYPES)}")
-        dtype = DTYPES[dtype]
+    dtype = _check_dtype(dtype)
     device = check_device(device)
     target, kind = resolve(str(name_or_path))
     if kind == "gguf":
@@ -121,20 +147,46 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     try:
         config = AutoConfig.from_pretrained(target, trust_remote_code=trust_remote_code)
     except OSError as exc:
+        if kind != "hub":
+            raise AttnlabError(f"{Path(target) / 'config.json'} cannot be read ({first_line(exc)}): give the model's "
+                               "own config.json") from exc
         raise AttnlabError(f"could not load '{name_or_path}' (no such hub id, or the hub is unreachable): "
                            "use an alias or a local folder") from exc
     except ValueError as exc:
-        raise AttnlabError(f"'{name_or_path}': {str(exc).splitlines()[0]} (pass trust_remote_code=True only for "
+        raise AttnlabError(f"'{name_or_path}': {first_line(exc)} (pass trust_remote_code=True only for "
                            "code you trust)") from exc
-    model = _auto_class(config).from_pretrained(
-        target, dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=trust_remote_code,
-        attn_implementation="sdpa")
-    tok = tokenizer or AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    auto_class, classes = _auto_class(config)
+    _check_sdpa(config, classes)
+    tok = tokenizer or _load_tokenizer(target, name_or_path, trust_remote_code)
+    try:
+        model = auto_class.from_pretrained(target, dtype=dtype or torch.float32, use_safetensors=True,
+                                           trust_remote_code=trust_remote_code, attn_implementation="sdpa")
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise AttnlabError(f"the weights of '{name_or_path}' cannot be read ({first_line(exc)}): give the model's own "
+                           "*.safetensors files, whole and matching its config.json") from exc
     if kind == "hub":
         revision = getattr(config, "_commit_hash", None)
     else:
         revision = revision or gguf.gguf_revision(Path(target)) or weights_sha256(Path(target))
     return _finish(model, tok, device, name_or_path, revision)
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, cut to ``limit`` characters, to quote in a one-line error."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _load_tokenizer(target, name_or_path, trust_remote_code: bool):
+    """The model's tokenizer, or a one-line error when the folder (or hub id) has none that loads."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(target, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise AttnlabError(f"no tokenizer could be loaded for '{name_or_path}' ({first_line(exc)}): put the model's "
+                           "tokenizer files (tokenizer.json, tokenizer_config.json) next to its weights, or pass "
+                           "tokenizer=") from exc
 
 
 def _prepare_gguf(source, dtype):
