@@ -6,9 +6,6 @@ from dataclasses import dataclass
 
 from attnlab.errors import AttnlabError
 
-TYPES = ("float", "int", "text", "heads", "grid")
-
-
 @dataclass(frozen=True)
 class Param:
     """One setting of a method, as the CLI, the evaluation harness and forms show it.
