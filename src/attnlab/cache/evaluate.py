@@ -123,6 +123,7 @@ class ModeRun:
 
     @property
     def tokens_per_s(self) -> float:
+        """Evaluated positions per second of the mode's run."""
         return len(self.positions) / self.seconds if self.seconds > 0 else float("inf")
 
 

@@ -32,6 +32,7 @@ class Policy:
         self.recent, self.reduce = recent, reduce
 
     def default_recent(self, window: int) -> int:
+        """How many of the newest tokens are protected when ``recent`` is not given: the whole window."""
         return window
 
     def protected_recent(self, window: int) -> int:
@@ -57,6 +58,7 @@ class Policy:
         return scores
 
     def scores_for_selection(self, scores, batch: int, n: int, device) -> torch.Tensor:
+        """The scores the selector ranks ``[B, Hs, n]``: the observed ones (all equal when none were observed)."""
         return torch.zeros(batch, 1, n, device=device) if scores is None else scores
 
     def select(self, scores, batch: int, n: int, num_sink: int, recent: int, capacity: int, device) -> torch.Tensor:
@@ -96,9 +98,11 @@ class H2O(Policy):
     per_head = True
 
     def default_recent(self, window: int) -> int:
+        """Half the window, the paper's equal split between heavy hitters and recent tokens."""
         return window // 2
 
     def observe(self, scores, start, q_len, probs, n_kv):
+        """Add the attention each key received from these queries (summed over them, combined per KV head)."""
         received = group_heads(probs.sum(2), n_kv, self.reduce)                     # [B, n_kv, K]
         if scores is None:
             return received
@@ -117,9 +121,11 @@ class TOVA(Policy):
     needs_attention = True
 
     def default_recent(self, window: int) -> int:
+        """One: the current token, as kvpress protects it."""
         return 1
 
     def observe(self, scores, start, q_len, probs, n_kv):
+        """The attention of the forward's last query, averaged over the layer's heads (older scores replaced)."""
         last = q_len - 1 - start
         if not 0 <= last < probs.shape[2]:
             return scores
@@ -152,9 +158,11 @@ class SnapKV(Policy):
         self.window_size, self.kernel_size, self.pooling = window_size, kernel_size, pooling
 
     def due(self, n, capacity, last_q_len):
+        """Only after a prompt forward (more than one query) that left more than ``capacity`` tokens."""
         return last_q_len > 1 and n > capacity
 
     def observe(self, scores, start, q_len, probs, n_kv):
+        """The votes of the observation window (the forward's last ``window_size`` queries) on each key."""
         c = probs.shape[2]
         first = max(q_len - self.window_size, 0)
         if start == 0:
@@ -166,6 +174,7 @@ class SnapKV(Policy):
         return votes if scores is None else scores + votes
 
     def scores_for_selection(self, scores, batch, n, device):
+        """The votes, pooled over neighbouring keys outside the observation window; refused before any vote."""
         if scores is None:
             raise AttnlabError("SnapKV has no votes for this prompt: run the model inside `with cache.observing(model):`")
         prefix = max(n - self.window_size, 0)

@@ -31,6 +31,7 @@ class CacheScorer(Probe):
         super().__init__()
 
     def begin_layer(self, layer, batch, heads, q_len, k_len, context, valid) -> None:
+        """Check that the layer's keys are the cache's (the model runs with this cache)."""
         self.q_len = q_len
         stored = self.cache.layers[layer].stored
         if stored != k_len:
@@ -38,7 +39,9 @@ class CacheScorer(Probe):
                                "pass the same cache as past_key_values to the model you observe")
 
     def update(self, layer, start, probs, allowed, q_valid) -> None:
+        """Hand a chunk of the layer's attention probabilities to the cache layer's policy."""
         self.cache.layers[layer].observe(start, self.q_len, probs)
 
     def result(self) -> torch.Tensor:
+        """Nothing: the scores live in the cache."""
         return torch.empty(0)

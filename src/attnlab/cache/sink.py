@@ -78,6 +78,7 @@ class SinkLayer(DynamicLayer):
     # ---- sizes ---------------------------------------------------------------------------------------------
     @property
     def stored(self) -> int:
+        """How many tokens the layer holds now (before a pending eviction)."""
         return 0 if self.keys is None or not self.is_initialized else self.keys.shape[-2]
 
     def _kept(self) -> int:
@@ -230,6 +231,7 @@ class SinkCache(Cache):
 
     @property
     def capacity(self) -> int:
+        """The cache's budget in tokens: ``num_sink + window``."""
         return self.num_sink + self.window
 
     def scorer(self):

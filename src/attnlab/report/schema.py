@@ -5,6 +5,7 @@ from pydantic import BaseModel, Field
 
 
 class ModelInfo(BaseModel):
+    """The model a report was made on, and how attnlab ran it."""
     name: str = Field(description="alias, folder or hub id the model was loaded from, or its class name")
     architecture: str
     revision: str | None = Field(description="hub commit hash, or sha256 of the weights for a local folder")
@@ -15,6 +16,7 @@ class ModelInfo(BaseModel):
 
 
 class HiddenSink(BaseModel):
+    """One of ACT's hidden sinks: a key other than the first that a head attends to strongly."""
     layer: int
     head: int
     token: int
@@ -23,12 +25,14 @@ class HiddenSink(BaseModel):
 
 
 class MassiveActivation(BaseModel):
+    """One large hidden-state value (Sun et al.): its value, token and channel."""
     value: float
     token: int
     dim: int
 
 
 class LayerActivations(BaseModel):
+    """A layer's hidden-state magnitudes: the median, the largest values and the massive ones."""
     layer: int
     median: float
     top: list[MassiveActivation]
@@ -36,6 +40,7 @@ class LayerActivations(BaseModel):
 
 
 class TextReport(BaseModel):
+    """Everything measured on one text."""
     sha256: str = Field(description="sha256 of the UTF-8 text")
     n_tokens: int
     first_token: str
@@ -52,6 +57,7 @@ class TextReport(BaseModel):
 
 
 class Summary(BaseModel):
+    """The figures of all texts together (means over texts)."""
     first_token_mass: list[list[float]] = Field(description="[layer][head], mean over texts")
     entropy: list[list[float]]
     span_mass: dict[str, list[list[float]]] = Field(default_factory=dict)

@@ -37,6 +37,7 @@ def top_heads_table(report: Report, k: int = 8) -> Table:
 
 
 def print_report(report: Report, console: Console | None = None) -> None:
+    """Print a profile report to the terminal: the per-layer table, the top sink heads, the Sink ratio."""
     console = console or Console()
     console.print(layer_table(report))
     console.print(top_heads_table(report))
