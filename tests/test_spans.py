@@ -39,3 +39,20 @@ def test_headset_parse():
     assert set(HeadSet.parse("L1H0-2,L3", 4, 4)) == {(1, 0), (1, 1), (1, 2), (3, 0), (3, 1), (3, 2), (3, 3)}
     assert len(HeadSet.parse("all", 2, 3)) == 6
     assert str(HeadSet.parse("L0H1", 2, 3)) == "L0H1"
+
+
+@pytest.mark.parametrize("spec", [3, None, ["L1"]])
+def test_headset_of_something_not_text_is_one_line(spec):
+    with pytest.raises(AttnlabError, match="cannot read a head set given as a"):
+        HeadSet.parse(spec, 4, 4)
+
+
+def test_chat_spans_land_on_the_prompt_inside_the_template(smollm2):
+    from attnlab.spans import Spans
+
+    tok = smollm2[1]
+    inputs = Spans.encode(tok, ["Say <<Rome>> twice."], {"tail": (9, 15)}, chat=True)
+    ids = inputs["input_ids"][0]
+    assert tok.convert_ids_to_tokens(ids[inputs.masks["marked"][0]].tolist()) == ["ĠRome"]
+    assert tok.decode(ids[inputs.masks["tail"][0]]) == " twice."
+    assert inputs.texts[0].startswith("<|im_start|>")
