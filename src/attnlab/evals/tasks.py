@@ -31,13 +31,14 @@ SCORERS = ("exact", "prefix", "contains", "loglik")
 
 @dataclass
 class EvalExample:
-    """One prompt with its accepted answers, the spans methods act on and a bucket label."""
+    """One prompt with its accepted answers, the spans methods act on, a bucket label and the scorer's parameters."""
 
     prompt: str
     answers: list[str]
     spans: dict = field(default_factory=dict)
     bucket: str = "all"
     wrong: list[str] = field(default_factory=list)   # alternatives for the loglik scorer
+    meta: dict = field(default_factory=dict)         # the scorer's parameters (a pattern, a JSON key, the labels)
 
 
 @dataclass
