@@ -248,13 +248,16 @@ def parse_sweep(method: str, sweep: str, select: str | None) -> tuple[str, list]
 @app.command("eval")
 def evaluate(
     model: str = MODEL_ARGUMENT,
-    task: str = typer.Option("kv", help="kv, needle, override, format, kv-masked or jsonl"),
+    task: str = typer.Option("kv", help="kv, needle, override, format, kv-masked, classify, choice, jsonl (and the "
+                             "tasks of the README's table)"),
     method: str = typer.Option("pasta", "--method", "-m", help="pasta, act, zerotuning, instaboost, spotlight, "
                                "head-scale, temperature, or none"),
     n: int = typer.Option(300, help="test examples (jsonl: at most this many records)"),
     seed: int = typer.Option(0),
     file: Optional[Path] = typer.Option(None, help="JSONL records for --task jsonl"),
-    scorer: str = typer.Option("exact", help="jsonl scorer: exact, prefix, contains, loglik"),
+    scorer: str = typer.Option("exact", help="jsonl scorer: exact, loglik, labels, or a reply scorer (line, number, "
+                               "json, regex, contains, prefix)"),
+    chat: Optional[bool] = CHAT_OPTION,
     pairs: Optional[int] = typer.Option(None, help="kv / kv-masked: pairs per prompt"),
     param: list[str] = typer.Option([], "--set", help="a method setting, NAME=VALUE (see attnlab steer --help for "
                                     "each method's settings; with --select heads, top_k; with --select gamma / m, "
@@ -273,7 +276,7 @@ def evaluate(
     """Measure a steering method on a task: accuracy unsteered vs steered, paired difference with 95% CI."""
     def body():
         import attnlab
-        from attnlab.evals.harness import run as run_eval
+        from attnlab.evals.harness import run as run_eval, use_chat as check_form
         from attnlab.evals.plots import bucket_plot, sweep_plot
         from attnlab.evals.splits import train_and_test
         from attnlab.evals.tasks import TASKS, read_jsonl
@@ -298,17 +301,20 @@ def evaluate(
         target = output_dir(out, "eval", names, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model)
-        task_params = {} if pairs is None else {"pairs": pairs}
+        form = use_chat(chat, tok)
+        task_params = {"chat": form} if pairs is None else {"pairs": pairs, "chat": form}
         if task == "jsonl":
             task_params.update(path=str(file), scorer=scorer)
         train, test = train_and_test(task, tok, n, seed, max_positions(m), train_n if select else None, **task_params)
+        check_form(tok, test, form)
         results = []
         for value, spec in specs:
             with progress_bar() as bar:
                 job = bar.add_task(f"{task} · {method}" + (f" {sweep.partition('=')[0]}={value}" if sweep else ""),
                                    total=None)
                 results.append((value, run_eval(m, tok, test, spec, train=train, budget=budget, seed=seed,
-                                                batch_size=batch_size, on_step=lambda k: bar.advance(job, k))))
+                                                batch_size=batch_size, on_step=lambda k: bar.advance(job, k),
+                                                chat=form)))
         write_folder(target)
         (target / "eval.json").write_text(json.dumps(results[-1][1] if sweep is None else
                                                      [{"value": v, **r} for v, r in results], indent=1))
@@ -356,6 +362,17 @@ def print_eval(results) -> None:
                       f"{r['mcnemar']['p_value']:.3g}")
     console.print(table)
     last = results[-1][1]
+    if last.get("secondary"):
+        secondary = Table(title=f"secondary metrics (primary: {last['metric']})")
+        for col in ("metric", "unsteered", "steered", "difference [95% CI]"):
+            secondary.add_column(col, justify="right")
+        for name, m in last["secondary"].items():
+            secondary.add_row(name, f"{m['unsteered']:.3f}", f"{m['steered']:.3f}",
+                              f"{m['difference']:+.3f} [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]")
+        console.print(secondary)
+    if last.get("unparsed") is not None:
+        console.print(f"replies that could not be read: {last['unparsed']['unsteered']} unsteered, "
+                      f"{last['unparsed']['steered']} steered (of {last['n']})")
     if len(last["buckets"]) > 1:
         buckets = Table(title="per bucket")
         for col in ("bucket", "n", "unsteered", "steered", "difference [95% CI]"):

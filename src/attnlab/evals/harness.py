@@ -5,6 +5,12 @@ both accuracies, the paired difference with a 95% bootstrap CI and an exact McNe
 too. Methods whose settings are chosen from data (PASTA's heads, ZeroTuning's gamma, InstABoost's M)
 are chosen here on a *separate* train task (another seed, or the first part of a JSONL file), never on
 the test prompts.
+
+Prompts are the user's message. With a chat template (``chat``, on by default when the tokenizer has one)
+each becomes one user turn and the answer follows the assistant turn's opening; spans stay pieces of the
+user's text, placed inside the rendered prompt. A task is scored by teacher forcing (``exact``, ``loglik``,
+``labels`` -- label-word scoring over a fixed label set, as ZeroTuning and ACT evaluate zero-shot
+classification and multiple choice) or from a greedy reply read by a scorer of :mod:`attnlab.evals.scorers`.
 """
 from __future__ import annotations
 
@@ -15,10 +21,13 @@ from dataclasses import dataclass, field
 import torch
 
 from attnlab.errors import AttnlabError
+from attnlab.evals.scorers import TEACHER_FORCED, get_reply_scorer
 from attnlab.evals.stats import mcnemar_exact, paired_bootstrap
-from attnlab.evals.tasks import Task
-from attnlab.spans import head_name
+from attnlab.evals.tasks import EvalExample, Task
+from attnlab.spans import added_special_tokens, chat_wrap, has_chat_template, head_name, shorten
 from attnlab.steer import registry
+
+DEFAULT_REPLY_TOKENS = 32   # greedy reply length when the task does not set max_new_tokens
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -72,6 +81,79 @@ def _pieces(example, name):
     return value if isinstance(value, list) else [value]
 
 
+def use_chat(tokenizer, task: Task, chat: bool | None) -> bool:
+    """The form ``task`` is asked in: ``chat`` as given, else the chat template when the tokenizer has one.
+
+    A task written for one form (``Task.chat`` True or False) is refused in the other in one line.
+    """
+    form = has_chat_template(tokenizer) if chat is None else chat
+    if form and not has_chat_template(tokenizer):
+        raise AttnlabError("--chat: this model's tokenizer has no chat template; prompt it with plain text (--no-chat)")
+    if task.chat is True and not form:
+        raise AttnlabError(f"task '{task.name}' is asked as a chat turn and its replies cannot be scored as plain "
+                           "text: " + ("use a model with a chat template (e.g. smollm2)" if chat is None else
+                                       "leave out --no-chat"))
+    if task.chat is False and form:
+        raise AttnlabError(f"task '{task.name}' was written as plain text (the format the bundled tiny model was "
+                           "trained on): evaluate it with --no-chat, or make it with chat=True")
+    return form
+
+
+def render(tokenizer, examples: list[EvalExample], chat: bool, scorer: str) -> list[EvalExample]:
+    """``examples`` as the model sees them: prompts in the chat template if ``chat``, every span piece a character
+    range of the rendered prompt (so it can only land on the user's text), answers as their continuation.
+
+    In chat form the answer follows the assistant turn's opening, so teacher-forced answers lose their leading
+    spaces; in plain form a label is scored as a word after the prompt (``" sports"``). A span that is not in its
+    example's prompt is refused in one line naming the example.
+    """
+    out = []
+    for number, e in enumerate(examples, 1):
+        prompt, at = chat_prompt(tokenizer, e.prompt) if chat else (e.prompt, 0)
+        spans = {}
+        for name, value in e.spans.items():
+            ranges = []
+            for piece in value if isinstance(value, list) else [value]:
+                if isinstance(piece, tuple):
+                    ranges.append((piece[0] + at, piece[1] + at))
+                    continue
+                start = e.prompt.find(piece) if isinstance(piece, str) and piece else -1
+                if start < 0:
+                    raise AttnlabError(f"example {number} ('{shorten(e.prompt, 40)}'): its '{name}' span "
+                                       f"'{shorten(str(piece), 40)}' is not in the prompt: give a piece of it exactly "
+                                       "as written")
+                ranges.append((start + at, start + at + len(piece)))
+            spans[name] = ranges
+        answers = [a.lstrip() for a in e.answers] if chat and scorer in ("exact", "loglik") else e.answers
+        wrong = [w.lstrip() for w in e.wrong] if chat else e.wrong
+        meta = dict(e.meta)
+        if scorer == "labels":
+            meta["continuations"] = [label if chat else f" {label}" for label in _labels(e, number)]
+        out.append(EvalExample(prompt, answers, spans, e.bucket, wrong, meta))
+    return out
+
+
+def chat_prompt(tokenizer, text: str) -> tuple[str, int]:
+    """``text`` as one user turn of the chat template (:func:`attnlab.spans.chat_wrap`) and where it sits in it,
+    less a leading special token that the tokenizer adds by itself (Gemma's ``<bos>``), so it is not doubled."""
+    wrapped, at = chat_wrap(tokenizer, text)
+    before, _ = added_special_tokens(tokenizer)
+    lead = tokenizer.decode(before) if before else ""
+    if lead and wrapped.startswith(lead):
+        return wrapped[len(lead):], at - len(lead)
+    return wrapped, at
+
+
+def _labels(example: EvalExample, number: int) -> list[str]:
+    labels = example.meta.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) and x.strip() for x in labels):
+        raise AttnlabError(f"example {number}: the labels scorer needs meta['labels'], two or more label words")
+    if example.answers[0] not in labels:
+        raise AttnlabError(f"example {number}: its answer '{example.answers[0]}' is not one of its labels "
+                           f"({', '.join(labels)})")
+    return labels
+
+
 def _steer_factory(model, tokenizer, examples, spec: MethodSpec | None):
     from attnlab.steer.session import steer
 
@@ -84,51 +166,74 @@ def _steer_factory(model, tokenizer, examples, spec: MethodSpec | None):
     return make
 
 
-def score_task(model, tokenizer, task: Task, spec: MethodSpec | None, batch_size: int = 16,
-               on_step=None) -> torch.Tensor:
-    """Per example 1.0 / 0.0: is the (steered) model right?"""
-    from attnlab.scoring import score_answers
-    from attnlab.steer.selection import generate_texts
+def score_task(model, tokenizer, task: Task, spec: MethodSpec | None, batch_size: int = 16, on_step=None,
+               chat: bool | None = None) -> dict[str, torch.Tensor]:
+    """Per example 1.0 / 0.0 for each metric of the task's scorer, the primary metric first.
 
-    exs = task.examples
+    ``chat`` (default: on when the tokenizer has a chat template) renders every prompt as a user turn. Scorers:
+    ``exact`` (greedy decoding gives an answer), ``loglik`` (an answer more likely than every ``wrong`` one),
+    ``labels`` (the gold label the most likely of ``meta["labels"]``), or a reply scorer of
+    :mod:`attnlab.evals.scorers` applied to a greedy reply of ``Task.params["max_new_tokens"]`` tokens.
+    """
     if task.encoder:
-        return _score_masked(model, tokenizer, task, spec, batch_size, on_step)
-    make = _steer_factory(model, tokenizer, exs, spec)
-    if task.scorer in ("exact", "loglik"):
-        prompts = [e.prompt for e in exs]
-        best = None
-        for k in range(max(len(e.answers) for e in exs)):
-            answers = [e.answers[min(k, len(e.answers) - 1)] for e in exs]
-            s = score_answers(model, tokenizer, prompts, answers, steer=make, batch_size=batch_size)
-            if task.scorer == "exact":
-                best = s.correct if best is None else best | s.correct
-            else:
-                best = s.logprob if best is None else torch.maximum(best, s.logprob)
-        if task.scorer == "exact":
-            result = best.float()
-        else:
-            worst = None
-            for k in range(max(len(e.wrong) for e in exs)):
-                wrong = [e.wrong[min(k, len(e.wrong) - 1)] for e in exs]
-                lp = score_answers(model, tokenizer, prompts, wrong, steer=make, batch_size=batch_size).logprob
-                worst = lp if worst is None else torch.maximum(worst, lp)
-            result = (best > worst).float()
+        return {"correct": _score_masked(model, tokenizer, task, spec, batch_size, on_step)}
+    form = use_chat(tokenizer, task, chat)
+    exs = render(tokenizer, task.examples, form, task.scorer)
+    if task.scorer in TEACHER_FORCED:
+        result = _teacher_forced(model, tokenizer, task.scorer, exs, _steer_factory(model, tokenizer, exs, spec),
+                                 batch_size)
         if on_step:
             on_step(len(exs))
-        return result
-    out = []
+        return {"correct": result}
+    return _replies(model, tokenizer, task, exs, spec, batch_size, on_step)
+
+
+def _teacher_forced(model, tokenizer, scorer: str, exs: list[EvalExample], make, batch_size: int) -> torch.Tensor:
+    """``exact``, ``loglik`` or ``labels`` for every example, from one teacher-forced pass per alternative."""
+    from attnlab.scoring import score_answers
+
+    prompts = [e.prompt for e in exs]
+
+    def best_of(options):
+        """Per example, the best log-likelihood (and any greedy hit) over its ``options`` lists."""
+        best, hit = torch.full((len(exs),), -math.inf), torch.zeros(len(exs), dtype=torch.bool)
+        for k in range(max(len(o) for o in options)):
+            s = score_answers(model, tokenizer, prompts, [o[min(k, len(o) - 1)] for o in options], steer=make,
+                              batch_size=batch_size)
+            present = torch.tensor([k < len(o) for o in options])
+            best = torch.where(present, torch.maximum(best, s.logprob), best)
+            hit |= present & s.correct
+        return best, hit
+
+    if scorer == "exact":
+        return best_of([e.answers for e in exs])[1].float()
+    if scorer == "loglik":
+        if not all(e.wrong for e in exs):
+            raise AttnlabError("the loglik scorer needs 'wrong' alternatives on every example")
+        return (best_of([e.answers for e in exs])[0] > best_of([e.wrong for e in exs])[0]).float()
+    gold = [_gold(e, scorer) for e in exs]
+    gold_lp = best_of([[g] for g in gold])[0]
+    others = [[c for c in e.meta["continuations"] if c != g] for e, g in zip(exs, gold)]
+    return (gold_lp > best_of(others)[0]).float()
+
+
+def _replies(model, tokenizer, task: Task, exs: list[EvalExample], spec, batch_size: int,
+             on_step) -> dict[str, torch.Tensor]:
+    """Generate a greedy reply per example and score it with the task's reply scorer."""
+    from attnlab.steer.selection import generate_texts
+
+    scorer = get_reply_scorer(task.scorer)
+    longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for e in exs for a in e.answers)
+    max_new = task.params.get("max_new_tokens", max(DEFAULT_REPLY_TOKENS, longest + 8))
+    rows = []
     for s in range(0, len(exs), batch_size):
         idx = list(range(s, min(len(exs), s + batch_size)))
         method = spec.build(lambda name: [_pieces(exs[i], name) for i in idx]) if spec else None
-        longest = max(len(tokenizer(a)["input_ids"]) for i in idx for a in exs[i].answers)
-        texts = generate_texts(model, tokenizer, [exs[i].prompt for i in idx], method, longest + 8)
-        for i, text in zip(idx, texts):
-            ok = any(text.strip().startswith(a.strip()) if task.scorer == "prefix" else a.strip() in text
-                     for a in exs[i].answers)
-            out.append(float(ok))
+        replies = generate_texts(model, tokenizer, [exs[i].prompt for i in idx], method, max_new)
+        rows += [scorer.score(reply, exs[i]) for i, reply in zip(idx, replies)]
         if on_step:
             on_step(len(idx))
-    return torch.tensor(out)
+    return {key: torch.tensor([row.get(key, 0.0) for row in rows], dtype=torch.float) for key in rows[0]}
 
 
 @torch.no_grad()
@@ -171,12 +276,15 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int | None, on_step=None) -> dict:
-    """Choose ``spec.select`` on the train task (never the test prompts); returns the chosen value and details."""
+def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int | None, on_step=None,
+                    chat: bool | None = None) -> dict:
+    """Choose ``spec.select`` on the train task (never the test prompts), in the form the test is asked in
+    (``chat``); returns the chosen value and details."""
     from attnlab.steer import selection
 
-    examples = [selection.Example(e.prompt, e.answers[0], {k: (v if isinstance(v, str) else v[0])
-                                                             for k, v in e.spans.items()}) for e in train.examples]
+    rendered = render(tokenizer, train.examples, use_chat(tokenizer, train, chat), train.scorer)
+    examples = [selection.Example(e.prompt, _gold(e, train.scorer), {k: v[0] for k, v in e.spans.items()})
+                for e in rendered]
     metric = "accuracy" if train.scorer == "exact" else "logprob"
     options = spec.options
     if spec.select == "heads":
@@ -196,44 +304,63 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
     return {"m": best, "grid": results}
 
 
+def _gold(example: EvalExample, scorer: str) -> str:
+    """The text a rendered example's model should continue with: its gold label's continuation, or its answer."""
+    if scorer == "labels":
+        return example.meta["continuations"][example.meta["labels"].index(example.answers[0])]
+    return example.answers[0]
+
+
 def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | None = None,
-        budget: int | None = None, seed: int = 0, batch_size: int = 16, on_step=None) -> dict:
-    """Evaluate ``spec`` on ``task``: accuracies, paired difference with CI, McNemar, buckets, provenance."""
+        budget: int | None = None, seed: int = 0, batch_size: int = 16, on_step=None,
+        chat: bool | None = None) -> dict:
+    """Evaluate ``spec`` on ``task``, in chat form if ``chat`` (default: when the model has a chat template):
+    the primary metric unsteered and steered, their paired difference with CI, McNemar, buckets, each secondary
+    metric with its own paired CI, the count of replies that could not be read, provenance."""
     from attnlab import __version__
     from attnlab.profile import model_info
 
     started = time.time()
+    form = use_chat(tokenizer, task, chat)
     selected = None
     if spec is not None and spec.select:
         if train is None:
             raise AttnlabError(f"choosing {spec.select} from data needs a train split")
-        selected = {**select_settings(model, tokenizer, spec, train, budget, on_step), "options": spec.options}
+        selected = {**select_settings(model, tokenizer, spec, train, budget, on_step, form), "options": spec.options}
         spec = spec.with_params(**{spec.select: selected[spec.select]})
     if spec is not None and spec.span_name:
         _pieces(task.examples[0], spec.span_name)
-    unsteered = score_task(model, tokenizer, task, None, batch_size, on_step)
-    steered = score_task(model, tokenizer, task, spec, batch_size, on_step) if spec else unsteered
+    unsteered = score_task(model, tokenizer, task, None, batch_size, on_step, form)
+    steered = score_task(model, tokenizer, task, spec, batch_size, on_step, form) if spec else unsteered
+    metric = next(iter(unsteered))
+    u, s = unsteered[metric], steered[metric]
     buckets = {}
     for name in dict.fromkeys(e.bucket for e in task.examples):
         idx = [i for i, e in enumerate(task.examples) if e.bucket == name]
-        u, s = unsteered[idx], steered[idx]
-        buckets[name] = {"n": len(idx), "unsteered": float(u.mean()), "steered": float(s.mean()),
-                         **paired_bootstrap(u.numpy(), s.numpy(), seed=seed)}
+        buckets[name] = {"n": len(idx), "unsteered": float(u[idx].mean()), "steered": float(s[idx].mean()),
+                         **paired_bootstrap(u[idx].numpy(), s[idx].numpy(), seed=seed)}
     n = len(task.examples)
+    parsed = None if task.encoder or task.scorer in TEACHER_FORCED else get_reply_scorer(task.scorer).parsed
     return {
         "attnlab_version": __version__, "model": model_info(model).model_dump(),
         "task": {"name": task.name, "scorer": task.scorer, **task.params},
+        "chat": form, "metric": metric,
         "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {
             k: (_heads_label(v) if k == "heads" else v) for k, v in spec.params.items()}},
         "selection": None if selected is None else {"on": {"task": train.name, **train.params}, **{
             k: (_heads_label(v) if k == "heads" else v) for k, v in selected.items()}},
         "n": n, "seed": seed,
-        "unsteered": {"accuracy": float(unsteered.mean()), "ci95": wilson(float(unsteered.sum()), n)},
-        "steered": {"accuracy": float(steered.mean()), "ci95": wilson(float(steered.sum()), n)},
-        "paired": paired_bootstrap(unsteered.numpy(), steered.numpy(), seed=seed),
-        "mcnemar": mcnemar_exact(unsteered.numpy(), steered.numpy()),
+        "unsteered": {"accuracy": float(u.mean()), "ci95": wilson(float(u.sum()), n)},
+        "steered": {"accuracy": float(s.mean()), "ci95": wilson(float(s.sum()), n)},
+        "paired": paired_bootstrap(u.numpy(), s.numpy(), seed=seed),
+        "mcnemar": mcnemar_exact(u.numpy(), s.numpy()),
+        "secondary": {key: {"unsteered": float(unsteered[key].mean()), "steered": float(steered[key].mean()),
+                            **paired_bootstrap(unsteered[key].numpy(), steered[key].numpy(), seed=seed)}
+                      for key in list(unsteered)[1:]},
+        "unparsed": None if parsed not in unsteered else {
+            "unsteered": int((unsteered[parsed] == 0).sum()), "steered": int((steered[parsed] == 0).sum())},
         "buckets": buckets, "seconds": round(time.time() - started, 1),
-        "per_example": {"unsteered": unsteered.int().tolist(), "steered": steered.int().tolist()},
+        "per_example": {"unsteered": u.int().tolist(), "steered": s.int().tolist()},
     }
 
 
