@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from attnlab.errors import AttnlabError
-from attnlab.evals.scorers import TEACHER_FORCED, get_reply_scorer
+from attnlab.evals.scorers import REPLY_SCORERS, TEACHER_FORCED, get_reply_scorer
 from attnlab.evals.stats import mcnemar_exact, paired_bootstrap
 from attnlab.evals.tasks import EvalExample, Task
 from attnlab.spans import added_special_tokens, chat_wrap, has_chat_template, head_name, shorten
@@ -89,7 +89,7 @@ def use_chat(tokenizer, task: Task, chat: bool | None) -> bool:
     form = has_chat_template(tokenizer) if chat is None else chat
     if form and not has_chat_template(tokenizer):
         raise AttnlabError("--chat: this model's tokenizer has no chat template; prompt it with plain text (--no-chat)")
-    if task.chat is True and not form:
+    if asked_as_chat(task) and not form:
         raise AttnlabError(f"task '{task.name}' is asked as a chat turn and its replies cannot be scored as plain "
                            "text: " + ("use a model with a chat template (e.g. smollm2)" if chat is None else
                                        "leave out --no-chat"))
@@ -97,6 +97,14 @@ def use_chat(tokenizer, task: Task, chat: bool | None) -> bool:
         raise AttnlabError(f"task '{task.name}' was written as plain text (the format the bundled tiny model was "
                            "trained on): evaluate it with --no-chat, or make it with chat=True")
     return form
+
+
+def asked_as_chat(task: Task) -> bool:
+    """Whether ``task`` can only be asked as a chat turn: written so (``Task.chat``), or, left open, a generated
+    task scored from a free reply (the user's own ``jsonl`` records are scored in whichever form is asked)."""
+    if task.chat is not None:
+        return task.chat
+    return task.scorer in REPLY_SCORERS and task.name != "jsonl" and not task.encoder
 
 
 def render(tokenizer, examples: list[EvalExample], chat: bool, scorer: str) -> list[EvalExample]:

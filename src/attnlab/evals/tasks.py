@@ -92,9 +92,10 @@ def kv_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, pai
         pair = f"{ex['query']}={value}."
         bucket = f"{int(5 * position / pairs) * 20}-{int(5 * position / pairs) * 20 + 20}%"
         if chat:
-            question = f"What is the number of the key {ex['query']} in the records? {NUMBER_ONLY}"
+            question = f"What is the value of {ex['query']} in the records? {NUMBER_ONLY}"
             records = ex["prompt"].partition("\n")[0]
-            examples.append(EvalExample(f"{records}\n{question}", [value], {"emphasis": pair, "instruction": question}, bucket=bucket))
+            examples.append(EvalExample(f"{records}\n{question}", [value], {"emphasis": pair, "instruction": question},
+                                        bucket=bucket))
         else:
             examples.append(EvalExample(ex["prompt"], [ex["answer"]], {"emphasis": pair,
                                                                       "instruction": f"Query: {ex['query']}?"},

@@ -1,0 +1,128 @@
+"""The harness in chat form (SmolLM2): rendering and spans, label scoring by hand, reply scoring, the report."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attnlab.cli import app
+from attnlab.errors import AttnlabError
+from attnlab.evals.harness import MethodSpec, chat_prompt, render, run, score_task
+from attnlab.evals.tasks import EvalExample, Task, make_task
+from attnlab.scoring import score_answers
+
+
+def test_render_places_spans_on_the_users_text_inside_the_template(smollm2):
+    tok = smollm2[1]
+    ex = EvalExample("Records: a=1. b=2.\nWhat is the value of b?", ["2"], {"emphasis": "b=2.", "instruction": "b"})
+    [r] = render(tok, [ex], True, "number")
+    wrapped, at = chat_prompt(tok, ex.prompt)
+    assert r.prompt == wrapped and r.prompt.startswith("<|im_start|>system") and r.prompt.endswith("assistant\n")
+    (a, z), = r.spans["emphasis"]
+    assert r.prompt[a:z] == "b=2." and a == at + ex.prompt.index("b=2.")
+    (a, z), = r.spans["instruction"]                       # the first 'b' of the user's text, not of the template
+    assert a == at + ex.prompt.index("b") and r.prompt[a:z] == "b"
+    [plain] = render(tok, [ex], False, "exact")
+    assert plain.prompt == ex.prompt and plain.spans["emphasis"] == [(ex.prompt.index("b=2."), ex.prompt.index("b=2.") + 4)]
+
+
+def test_chat_answers_follow_the_assistant_opening_and_labels_are_words_in_plain_form(smollm2):
+    tok = smollm2[1]
+    ex = EvalExample("Is it hot?", [" yes"], wrong=[" no"], meta={"labels": ["yes", "no"]})
+    assert render(tok, [ex], True, "loglik")[0].answers == ["yes"] and render(tok, [ex], True, "loglik")[0].wrong == ["no"]
+    assert render(tok, [ex], False, "loglik")[0].answers == [" yes"]
+    lab = EvalExample("Is it hot?", ["no"], meta={"labels": ["yes", "no"]})
+    assert render(tok, [lab], True, "labels")[0].meta["continuations"] == ["yes", "no"]
+    assert render(tok, [lab], False, "labels")[0].meta["continuations"] == [" yes", " no"]
+
+
+def test_a_span_not_in_the_prompt_names_the_example(smollm2):
+    exs = [EvalExample("one two", ["x"], {"emphasis": "two"}), EvalExample("three four", ["x"], {"emphasis": "five"})]
+    with pytest.raises(AttnlabError, match=r"^example 2 \('three four'\): its 'emphasis' span 'five' is not in the "
+                                           r"prompt"):
+        render(smollm2[1], exs, True, "exact")
+
+
+def test_labels_scoring_matches_the_label_likelihoods_by_hand(smollm2):
+    model, tok = smollm2
+    task = make_task("classify", tok, 6, seed=4)
+    got = score_task(model, tok, task, None)["correct"]
+    expected = []
+    for e in task.examples:
+        prompt = chat_prompt(tok, e.prompt)[0]
+        lp = score_answers(model, tok, [prompt] * len(e.meta["labels"]), e.meta["labels"]).logprob
+        expected.append(float(e.meta["labels"][int(lp.argmax())] == e.answers[0]))
+    assert got.tolist() == expected
+
+
+def test_classify_and_choice_are_balanced_distinct_and_seeded(smollm2):
+    tok = smollm2[1]
+    c = make_task("classify", tok, 24, seed=1)
+    assert [e.prompt for e in c.examples] == [e.prompt for e in make_task("classify", tok, 24, seed=1).examples]
+    assert len({e.spans["emphasis"] for e in c.examples}) == 24
+    counts = {label: sum(e.answers == [label] for e in c.examples) for label in ("positive", "negative")}
+    assert counts == {"positive": 6, "negative": 6}
+    assert all(e.answers[0] in e.meta["labels"] and not e.prompt.endswith("Answer:") for e in c.examples)
+    q = make_task("choice", tok, 40, seed=2)
+    assert sorted(e.meta["labels"].index(e.answers[0]) for e in q.examples) == sorted([0, 1, 2, 3] * 10)
+    assert len({e.prompt for e in q.examples}) == 40 and {e.bucket for e in q.examples} == {
+        "arithmetic", "colour", "opposite", "capital"}
+    letters = make_task("choice", tok, 8, seed=2, answer="letter")
+    assert all(e.meta["labels"] == ["A", "B", "C", "D"] for e in letters.examples)
+    plain = make_task("choice", tok, 4, seed=2, chat=False)
+    assert plain.chat is False and all(e.prompt.endswith("\nAnswer:") for e in plain.examples)
+    with pytest.raises(AttnlabError, match="use --n 96 or fewer"):
+        make_task("choice", tok, 97, categories=("opposite", "colour", "capital"))
+
+
+def test_kv_in_chat_form_is_scored_by_the_first_number_and_reports_parsing(smollm2):
+    model, tok = smollm2
+    task = make_task("kv", tok, 3, seed=0, pairs=4)
+    assert task.chat is True and task.scorer == "number" and task.examples[0].answers[0].isdigit()
+    assert task.examples[0].prompt.endswith("Answer with the number only.")
+    r = run(model, tok, task, MethodSpec("pasta", {"alpha": 0.01, "heads": "L3"}))
+    assert r["chat"] is True and r["metric"] == "correct" and list(r["secondary"]) == ["parsed"]
+    assert r["unparsed"]["unsteered"] == round(3 * (1 - r["secondary"]["parsed"]["unsteered"]))
+    assert r["unsteered"]["accuracy"] == pytest.approx(np.mean(r["per_example"]["unsteered"]))
+    old = make_task("kv", tok, 3, seed=0, pairs=4, chat=False)
+    assert old.scorer == "exact" and old.examples[0].prompt.endswith("\nAnswer:")
+    with pytest.raises(AttnlabError, match="written as plain text"):
+        run(model, tok, old, None, chat=True)
+
+
+def test_the_form_is_refused_in_one_line_where_it_cannot_work(tiny, smollm2):
+    reply = Task("mine", [EvalExample("Say 4.", ["4"])], "number", {})
+    with pytest.raises(AttnlabError, match="asked as a chat turn.*use a model with a chat template"):
+        run(*tiny, reply, None)
+    with pytest.raises(AttnlabError, match="leave out --no-chat"):
+        run(*smollm2, reply, None, chat=False)
+    with pytest.raises(AttnlabError, match="no chat template"):
+        run(*tiny, make_task("classify", tiny[1], 2), None, chat=True)
+    assert make_task("kv", tiny[1], 2).scorer == "exact"              # tiny keeps its own format
+
+
+def test_secondary_metrics_are_reported_with_their_own_paired_difference(smollm2, monkeypatch):
+    from attnlab.evals import harness
+
+    fixed = {None: {"prediction": [1, 0, 0, 0], "format": [1, 1, 0, 0]},
+             "on": {"prediction": [1, 1, 0, 0], "format": [1, 1, 1, 1]}}
+    monkeypatch.setattr(harness, "score_task", lambda m, t, task, spec, *a: {
+        k: torch.tensor(v, dtype=torch.float) for k, v in fixed[spec and "on"].items()})
+    task = Task("json", [EvalExample("Give JSON.", ["x"], meta={"key": "k"})] * 4, "json", {})
+    r = run(*smollm2, task, MethodSpec("zerotuning", {"gamma": 2}))
+    assert r["metric"] == "prediction" and r["paired"]["difference"] == pytest.approx(0.25)
+    assert r["secondary"]["format"]["unsteered"] == 0.5 and r["secondary"]["format"]["steered"] == 1.0
+    assert r["secondary"]["format"]["difference"] == pytest.approx(0.5)
+    assert r["unparsed"] == {"unsteered": 2, "steered": 0}
+
+
+def test_cli_eval_choice_in_chat_form_and_the_chat_switch(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["eval", "smollm2", "--task", "choice", "--method", "none", "--n", "4",
+                            "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert data["chat"] is True and data["task"]["scorer"] == "labels" and data["n"] == 4
+    bad = runner.invoke(app, ["eval", "tiny", "--task", "classify", "--chat", "--n", "2", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "no chat template" in bad.output and not (tmp_path / "b").exists()
