@@ -27,7 +27,7 @@ def bucket_plot(result: dict, path: Path) -> Path:
     ax.set_xticks(x, names, rotation=30 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center",
                   fontsize=8)
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel(result.get("metric", "accuracy"))
     p = result["paired"]
     method = result["method"]["name"] if result["method"] else "none"
     return finish(fig, ax, f"{result['task']['name']} · {method}: difference {p['difference']:+.3f} "

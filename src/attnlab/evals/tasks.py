@@ -2,17 +2,22 @@
 
 Every generator takes the tokenizer, the number of examples, a seed and a token budget (``max_tokens``,
 by default the model's positions) and refuses, with the largest setting that fits, a request whose
-prompts would not fit. Formats follow :mod:`attnlab.models.synthetic`, which the bundled model was
-trained on.
+prompts would not fit. Prompts are the user's message; the harness renders them in the chat template
+when the model has one. ``kv``, ``needle``, ``classify`` and ``choice`` word the prompt for the form they
+are asked in (``chat``; by default chat form when the tokenizer has a template); the plain formats follow
+:mod:`attnlab.models.synthetic`, which the bundled model was trained on. PASTA's and IFEval's tasks are in
+:mod:`attnlab.evals.paper_tasks`.
 
 | task | what is asked | spans | scorer | buckets |
 | --- | --- | --- | --- | --- |
-| ``kv`` | key-value lookup among distractors | ``emphasis`` = the relevant pair, ``instruction`` = the query | exact | position of the pair (lost in the middle) |
-| ``needle`` | a ``key=value`` record hidden in prose | ``emphasis`` = the needle | exact | depth x length |
+| ``kv`` | key-value lookup among distractors | ``emphasis`` = the relevant pair, ``instruction`` = the question | chat: number; plain: exact | position of the pair (lost in the middle) |
+| ``needle`` | a ``key=value`` record hidden in prose | ``emphasis`` = the needle | chat: number; plain: exact | depth x length |
+| ``classify`` | sentiment or topic of a short text | ``emphasis`` = the text, ``instruction`` = the question | labels | gold label |
+| ``choice`` | four-option multiple choice on general knowledge | ``emphasis`` = the question, ``instruction`` | labels | category |
 | ``override`` | "Previously X, but now Y" (CounterFact) | ``emphasis`` = the new fact | new answer more likely than old (PASTA's efficacy score) | -- |
 | ``format`` | a format instruction before long prose | ``instruction`` = the instruction | exact | style |
 | ``kv-masked`` | ``kv`` for encoders: the value is ``[MASK]`` | as ``kv`` | argmax at the mask | position |
-| ``jsonl`` | the user's records ``{prompt, answer(s), spans}`` | the record's | exact / prefix / contains / loglik | -- |
+| ``jsonl`` | the user's records ``{prompt, answer(s), spans, meta}`` | the record's | exact / loglik / labels / a reply scorer | -- |
 """
 from __future__ import annotations
 
