@@ -117,7 +117,7 @@ def test_eval(workdir):
         (["--task", "jsonl", "--file", bad_prompt], "prompt.jsonl line 3: 'prompt' must be a non-empty string"),
         (["--task", "jsonl", "--file", not_json], "broken.jsonl line 2 is not JSON"),
         (["--task", "jsonl", "--file", latin], "not UTF-8"),
-        (["--task", "jsonl", "--file", one, "--scorer", "regex"], "unknown scorer 'regex'"),
+        (["--task", "jsonl", "--file", one, "--scorer", "soundex"], "unknown scorer 'soundex'"),
         (["--task", "jsonl", "--file", one, "--select", "heads"], "choosing settings needs at least two"),
         (["--task", "override", "-m", "instaboost"], "needs the span 'instruction'"),
         (["--out", "a-file"], "--out a-file is a file"),
