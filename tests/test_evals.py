@@ -159,5 +159,5 @@ def test_cli_eval_records_only_applied_settings_and_honours_n_for_jsonl(tmp_path
     data = json.loads((tmp_path / "b" / "eval.json").read_text())
     assert data["n"] == 4 and data["task"]["split"] == "test"                    # 8 records: 2 train, the next 4 test
     assert data["selection"]["on"]["split"] == "train" and data["selection"]["on"]["n"] == 2
-    assert data["selection"]["options"] == {"top_k": 1}
+    assert data["selection"]["options"] == {"top_k": 1, "layers": 0}
     assert set(data["method"]["params"]) == {"heads"} and re.fullmatch(r"L\d+H\d+", data["method"]["params"]["heads"])

@@ -89,7 +89,7 @@ def test_settings_are_parsed_and_checked_against_the_declaration():
              ("pasta", {"alpha": "1"}, None, r"pasta: alpha must be in \(0, 1\), got 1.0"),
              ("pasta", {"alpha": "nan"}, None, r"alpha must be in \(0, 1\), got nan"),
              ("pasta", {"foo": "1"}, None, "pasta has no setting 'foo': its settings are heads, alpha, mode "
-                                           r"\(choosing heads: also top_k\)"),
+                                           r"\(choosing heads: also top_k, layers\)"),
              ("pasta", {"top_k": "4"}, None, "pasta has no setting 'top_k'"),
              ("pasta", {"top_k": "0"}, "heads", "top_k must be a positive integer, got 0"),
              ("pasta", {"top_k": "2.5"}, "heads", "top_k must be an integer > 0, got '2.5'"),
@@ -145,7 +145,7 @@ def test_param_ranges_in_words():
 
 def test_method_spec_is_checked_when_made():
     spec = MethodSpec("pasta", {"alpha": 0.05, "top_k": 2}, select="heads")
-    assert spec.method_params == {"alpha": 0.05} and spec.options == {"top_k": 2}
+    assert spec.method_params == {"alpha": 0.05} and spec.options == {"top_k": 2, "layers": 0}
     assert MethodSpec("zerotuning", select="gamma").options == {"grid": (0.25, 0.5, 0.75, 1.5, 2.0, 3.0, 4.0)}
     assert spec.span_name == "emphasis" and MethodSpec("instaboost", span="emphasis").span_name == "emphasis"
     for args, message in [(("pasta", {"gamma": 4.0}), "pasta has no setting 'gamma'"),

@@ -97,6 +97,22 @@ def test_rank_heads_orders_by_hand_known_gain(tiny, monkeypatch):
         rank_heads(model, tok, stub_examples(), lambda spans, heads: None, budget=0)
 
 
+def test_rank_heads_coarse_to_fine_tries_only_the_best_layers_heads(tiny, monkeypatch):
+    model, tok = tiny                               # 4 layers x 8 heads
+    whole = {0: 0.2, 1: 0.9, 2: 0.1, 3: 0.7}        # steering layer l whole scores whole[l]
+    stub = StubEvaluate({}, key=lambda m: tuple(m[1]), base=0.0)
+    stub.table = {tuple((l, h) for h in range(8)): score for l, score in whole.items()}
+    stub.table.update({((l, h),): l + h / 10 for l in range(4) for h in range(8)})
+    monkeypatch.setattr(selection, "evaluate", stub)
+    ranked = rank_heads(model, tok, stub_examples(), lambda spans, heads: ("method", list(heads)), layers=2)
+    # layers ranked 1 (0.9) > 3 (0.7) > 0 > 2: only heads of layers 1 and 3 are tried, 4 + 2 * 8 evaluations
+    assert len(stub.calls) == 1 + 4 + 16
+    assert {h for _, h in ranked} == {(l, h) for l in (1, 3) for h in range(8)}
+    assert ranked[0] == (pytest.approx(3.7), (3, 7)) and ranked[-1] == (pytest.approx(1.0), (1, 0))
+    with pytest.raises(AttnlabError, match="layers must be >= 1"):
+        rank_heads(model, tok, stub_examples(), lambda spans, heads: None, layers=0)
+
+
 def test_rank_heads_gain_equals_a_direct_evaluation(tiny):
     model, tok = tiny
     exs = examples()

@@ -297,7 +297,8 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
     options = spec.options
     if spec.select == "heads":
         ranked = selection.rank_heads(model, tokenizer, examples, lambda spans, heads: spec.with_params(heads=heads)
-                                      .build(spans), metric="logprob", budget=budget, on_step=on_step)
+                                      .build(spans), metric="logprob", budget=budget,
+                                      layers=options.get("layers") or None, on_step=on_step)
         gaining = [h for gain, h in ranked if gain > 0][:options.get("top_k")] or [ranked[0][1]]
         return {"heads": gaining, "ranking": [(round(g, 4), head_name(l, h)) for g, (l, h) in ranked[:10]]}
     if spec.select == "gamma":

@@ -39,7 +39,8 @@ class ACT(Method):
               Param("threshold", "float", 0.1, "mean attention a key receives to count as a hidden sink", above=0,
                     below=1),
               Param("heads", "heads", "all", "heads to calibrate: all, L3, L3H1,L5H0-7"))
-    selectable = {"heads": ()}
+    selectable = {"heads": (Param("layers", "int", 0, "coarse-to-fine: rank whole layers first, then try single "
+                                  "heads of the best this many layers only (0: try every head)", above=-1),)}
 
     def __init__(self, beta: float = 0.4, threshold: float = 0.1, heads="all"):
         self.beta = self.checked("beta", beta)

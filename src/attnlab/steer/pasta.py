@@ -44,7 +44,9 @@ class PASTA(Method):
               Param("alpha", "float", 0.01, "factor on the attention outside the emphasised text", above=0, below=1),
               Param("mode", "text", "exclude", "exclude: down-weight the rest of the prompt; include: boost the "
                     "span; generation: down-weight the whole prompt", choices=MODES))
-    selectable = {"heads": (Param("top_k", "int", 4, "keep at most this many of the best-ranked heads", above=0),)}
+    selectable = {"heads": (Param("top_k", "int", 4, "keep at most this many of the best-ranked heads", above=0),
+                            Param("layers", "int", 0, "coarse-to-fine: rank whole layers first, then try single "
+                                  "heads of the best this many layers only (0: try every head)", above=-1))}
 
     def __init__(self, emphasize=None, heads="all", alpha: float = 0.01, mode: str = "exclude", *, spans=None):
         self.emphasize = require_spans(emphasize if emphasize is not None else spans, "PASTA", "spans to emphasise")

@@ -69,27 +69,42 @@ def evaluate(model, tokenizer, examples: list[Example], make_method: Callable | 
 
 
 def rank_heads(model, tokenizer, examples, make_method: Callable, *, metric: str = "logprob",
-               heads=None, budget: int | None = None, on_step=None) -> list[tuple[float, tuple[int, int]]]:
+               heads=None, budget: int | None = None, layers: int | None = None,
+               on_step=None) -> list[tuple[float, tuple[int, int]]]:
     """Score steering each single head; returns ``[(gain over unsteered, (layer, head))]``, best first.
 
     ``make_method(spans, heads)`` builds the method for one head set. ``heads`` restricts the candidates
-    (all heads by default); ``budget`` caps how many are tried (in layer order).
+    (all heads by default); ``budget`` caps how many are tried (in layer order). ``layers`` searches
+    coarse-to-fine, which PASTA's per-head profiling (Zhang et al. 2024: every head of the model, one at a
+    time) does not: first each layer is steered whole and ranked, then only the heads of the best ``layers``
+    layers are tried one by one -- ``L + layers * H`` evaluations instead of ``L * H`` (57 instead of 270 on
+    SmolLM2 with ``layers=3``), at the risk of missing a strong head in a layer that is weak as a whole.
     """
     shape = ModelShape.of(model)
     candidates = list(heads) if heads is not None else [(l, h) for l in range(shape.n_layers)
                                                          for h in range(shape.n_heads)]
+    base = evaluate(model, tokenizer, examples, None, metric)
+
+    def gain(head_set) -> float:
+        score = evaluate(model, tokenizer, examples, lambda spans: make_method(spans, head_set), metric)
+        if on_step:
+            on_step(1)
+        return score - base
+
+    if layers is not None:
+        if layers < 1:
+            raise AttnlabError(f"layers must be >= 1, got {layers}")
+        by_layer = {}
+        for layer, head in candidates:
+            by_layer.setdefault(layer, []).append((layer, head))
+        layer_gains = sorted(((gain(group), layer) for layer, group in by_layer.items()), key=lambda x: (-x[0], x[1]))
+        kept = {layer for _, layer in layer_gains[:layers]}
+        candidates = [c for c in candidates if c[0] in kept]
     if budget is not None:
         if budget < 1:
             raise AttnlabError(f"budget must be >= 1, got {budget}")
         candidates = candidates[:budget]
-    base = evaluate(model, tokenizer, examples, None, metric)
-    ranked = []
-    for head in candidates:
-        score = evaluate(model, tokenizer, examples, lambda spans, head=head: make_method(spans, [head]), metric)
-        ranked.append((score - base, head))
-        if on_step:
-            on_step(1)
-    return sorted(ranked, key=lambda x: (-x[0], x[1]))
+    return sorted(((gain([head]), head) for head in candidates), key=lambda x: (-x[0], x[1]))
 
 
 def pasta_heads(model, tokenizer, tasks: dict[str, list[Example]], *, alpha: float = 0.01, top_k: int = 8,
