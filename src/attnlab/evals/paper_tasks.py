@@ -31,9 +31,11 @@ from attnlab.spans import chat_wrap, has_chat_template
 if TYPE_CHECKING:   # imported where used: evals/tasks.py imports this module for its TASKS table
     from attnlab.evals.tasks import EvalExample, Task
 
-JSON_INSTRUCTION = 'Answer the person\'s occupation in JSON format like {"occupation": "..."}.'
-PRONOUN_INSTRUCTION = "Rewrite the text, replacing she/he with they/them."
+JSON_INSTRUCTION = 'What is the person\'s occupation? Answer in JSON format like {"occupation": "..."}.'
+PRONOUN_INSTRUCTION = ('Rewrite the text, replacing she/he with they/them. For example, "She paints. Her work sells." '
+                       'becomes "They paint. Their work sells."')   # SmolLM2-135M changed none without the example
 OCCUPATION_QUESTION = "What is the person's occupation? Answer with one word."
+JSON_REPLY_TOKENS = 48   # room for a fenced object with a field or two more than asked
 MAX_DISTRACTOR = 4000   # tokens of KJV prose a passage may take (haystack.txt holds about 9000)
 
 
@@ -50,20 +52,25 @@ def prompt_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text)["input_ids"])
 
 
-def fit_budget(name: str, option: str, value: int, candidates, build, tokenizer, max_tokens: int | None,
-               reply_tokens: int) -> list[EvalExample]:
-    """``build(value)``'s examples if their longest prompt plus ``reply_tokens`` fits ``max_tokens``; else a one-line
-    refusal naming the largest of ``candidates`` (tried in order) that fits."""
+def fit_budget(name: str, option: str, value: int, candidates: range, build, tokenizer, max_tokens: int | None,
+               reply_tokens) -> list[EvalExample]:
+    """``build(value)``'s examples if their longest prompt plus ``reply_tokens(value)`` fits ``max_tokens``; else a
+    one-line refusal naming the largest of ``candidates`` (ascending settings, prompts growing with them) that
+    fits, found by bisection."""
     examples = build(value)
 
-    def need(exs):
-        return max(prompt_tokens(tokenizer, e.prompt) for e in exs) + reply_tokens
+    def need(setting, exs):
+        return max(prompt_tokens(tokenizer, e.prompt) for e in exs) + reply_tokens(setting)
 
-    longest = need(examples)
+    longest = need(value, examples)
     if max_tokens is None or longest <= max_tokens:
         return examples
-    fitting = next((v for v in candidates if v < value and need(build(v)) <= max_tokens), None)
-    hint = (f"use --{option} {fitting} or fewer" if fitting is not None
+    smaller = [v for v in candidates if v < value]
+    fit, unfit = 0, len(smaller)          # smaller[:fit] fit, smaller[unfit:] do not
+    while fit < unfit:
+        mid = (fit + unfit) // 2
+        fit, unfit = (mid + 1, unfit) if need(smaller[mid], build(smaller[mid])) <= max_tokens else (fit, mid)
+    hint = (f"use --{option} {smaller[fit - 1]} or fewer" if fit
             else "no setting fits: use a model that takes longer prompts")
     raise AttnlabError(f"task '{name}' makes prompts of {longest} tokens (reply included) but the model takes at "
                        f"most {max_tokens}: {hint}")
@@ -100,10 +107,10 @@ def biography(rng: random.Random, person: dict, facts: int) -> str:
     return " ".join([first_sentence(person)] + [f.format(**forms) for f in chosen])
 
 
-def _bio_task(name: str, instruction: str, scorer: str, reply_tokens: int, tokenizer, n: int, seed: int,
+def _bio_task(name: str, instruction: str, scorer: str, reply_tokens, tokenizer, n: int, seed: int,
               max_tokens: int | None, facts: int, answer: bool, meta: dict) -> Task:
     """A biography of ``facts`` facts per person followed by ``instruction`` (PASTA's JSON and pronoun tasks);
-    the occupation is the answer if ``answer``; ``meta`` goes to the scorer."""
+    the occupation is the answer if ``answer``; ``meta`` goes to the scorer; replies of ``reply_tokens(facts)``."""
     from attnlab.evals.tasks import EvalExample, Task
     limit = len(load_data("bios")["people"][0]["facts"])
     if not 1 <= facts <= limit:
@@ -115,54 +122,56 @@ def _bio_task(name: str, instruction: str, scorer: str, reply_tokens: int, token
                             {"emphasis": instruction, "instruction": instruction}, bucket=p["pronoun"], meta=meta)
                 for p in draw(rng, load_data("bios")["people"], n)]
 
-    examples = fit_budget(name, "facts", facts, range(facts - 1, 0, -1), build, tokenizer, max_tokens,
+    examples = fit_budget(name, "facts", facts, range(1, facts), build, tokenizer, max_tokens,
                           reply_tokens)
-    return Task(name, examples, scorer, {"facts": facts, "n": n, "seed": seed, "max_new_tokens": reply_tokens})
+    return Task(name, examples, scorer, {"facts": facts, "n": n, "seed": seed, "max_new_tokens": reply_tokens(facts)})
 
 
 def json_format_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, facts: int = 3) -> Task:
-    """PASTA's JSON formatting (Zhang et al. 2024): a biography, then "Answer the person's occupation in JSON
-    format like {"occupation": "..."}"; primary ``prediction`` (the field equals the occupation), secondary
+    """PASTA's JSON formatting (Zhang et al. 2024): a biography, then "What is the person's occupation? Answer in
+    JSON format like {"occupation": "..."}"; primary ``prediction`` (the field equals the occupation), secondary
     ``format`` (a JSON object was found)."""
-    return _bio_task("json-format", JSON_INSTRUCTION, "json", 32, tokenizer, n, seed, max_tokens, facts,
-                     True, {"key": "occupation"})
+    return _bio_task("json-format", JSON_INSTRUCTION, "json", lambda _: JSON_REPLY_TOKENS, tokenizer, n, seed,
+                     max_tokens, facts, True, {"key": "occupation"})
 
 
 def pronouns_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, facts: int = 3) -> Task:
     """PASTA's pronoun changing (Zhang et al. 2024): a biography with she / he, then "Rewrite the text, replacing
     she/he with they/them"; primary ``changed`` (no gendered pronoun left and they/them used, see
     :func:`attnlab.evals.constraints.score_pronouns`). Replies may run to 40 tokens per fact plus 24."""
-    return _bio_task("pronouns", PRONOUN_INSTRUCTION, "pronouns", 24 + 40 * facts, tokenizer, n, seed, max_tokens,
+    return _bio_task("pronouns", PRONOUN_INSTRUCTION, "pronouns", lambda k: 24 + 40 * k, tokenizer, n, seed, max_tokens,
                      facts, False, {})
 
 
-def biasbios_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, distractors: int = 3) -> Task:
+def biasbios_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, distractors: int = 2) -> Task:
     """PASTA's BiasBios (Zhang et al. 2024; De-Arteaga et al. 2019): the first sentence names the occupation, the
     next ``distractors`` sentences name other occupations (a sibling's, a friend's); "What is the person's
-    occupation?" is scored by label scoring over the 10 occupations (the gold one the most likely reply)."""
+    occupation? Answer with one word." is scored by label scoring over the 10 occupations, capitalised as a
+    one-word reply starts ("Nurse"): right when the gold one is the most likely reply."""
     from attnlab.evals.tasks import EvalExample, Task
     bios = load_data("bios")
     if not 0 <= distractors <= len(bios["distractors"]):
         raise AttnlabError(f"distractors must be between 0 and {len(bios['distractors'])}, got {distractors}")
-    labels = bios["occupations"]
+    labels = [o.capitalize() for o in bios["occupations"]]   # a one-word reply starts with a capital letter
 
     def build(k):
         rng = random.Random(seed)
         examples = []
         for p in draw(rng, bios["people"], n):
-            others = rng.sample([o for o in labels if o != p["occupation"]], k)
+            others = rng.sample([o for o in bios["occupations"] if o != p["occupation"]], k)
             forms = pronoun_forms(p["pronoun"])
             lines = [t.format(other=with_article(o), **forms) for t, o in zip(rng.sample(bios["distractors"], k),
                                                                               others)]
             first = first_sentence(p)
-            examples.append(EvalExample(" ".join([first] + lines) + f"\n\n{OCCUPATION_QUESTION}", [p["occupation"]],
+            examples.append(EvalExample(" ".join([first] + lines) + f"\n\n{OCCUPATION_QUESTION}",
+                                        [p["occupation"].capitalize()],
                                         {"emphasis": first, "instruction": OCCUPATION_QUESTION}, bucket=p["pronoun"],
                                         meta={"labels": labels}))
         return examples
 
     longest_label = max(len(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels)
-    examples = fit_budget("biasbios", "distractors", distractors, range(distractors - 1, -1, -1), build, tokenizer,
-                          max_tokens, longest_label)
+    examples = fit_budget("biasbios", "distractors", distractors, range(0, distractors), build, tokenizer,
+                          max_tokens, lambda _: longest_label)
     return Task("biasbios", examples, "labels", {"distractors": distractors, "n": n, "seed": seed})
 
 
@@ -188,7 +197,8 @@ def counterfact_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = 
                                     wrong=[rel["answer"].format(s=subject, o=old)]))
     longest_answer = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for e in examples
                          for a in e.answers + e.wrong)
-    examples = fit_budget("counterfact", "", 0, (), lambda _: examples, tokenizer, max_tokens, longest_answer)
+    examples = fit_budget("counterfact", "", 0, range(0), lambda _: examples, tokenizer, max_tokens,
+                          lambda _: longest_answer)
     return Task("counterfact", examples, "loglik", {"n": n, "seed": seed})
 
 
@@ -228,10 +238,8 @@ def ifeval_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None,
                                         bucket=f"{name} / {position}", meta={"constraint": name, "arg": arg}))
         return examples
 
-    overhead = max(prompt_tokens(tokenizer, e.prompt) for e in build(1)) + max_new_tokens
-    start = min(max_tokens - overhead + 1, distractor_tokens - 1) if max_tokens is not None else 0
-    examples = fit_budget("ifeval", "distractor-tokens", distractor_tokens, range(start, 0, -8), build, tokenizer,
-                          max_tokens, max_new_tokens)
+    examples = fit_budget("ifeval", "distractor-tokens", distractor_tokens, range(1, distractor_tokens), build,
+                          tokenizer, max_tokens, lambda _: max_new_tokens)
     return Task("ifeval", examples, "ifeval", {"distractor_tokens": distractor_tokens, "n": n, "seed": seed,
                                                "max_new_tokens": max_new_tokens})
 
