@@ -1,8 +1,14 @@
-"""Run every method x task on the bundled models and write EVALS.md (each row with its exact command).
+"""Run every method x task on a model and write the EVALS.md table (each row with its exact command).
 
-    python scripts/run_evals.py [--n 300] [--out evals-out] [--only TASK]
+    python scripts/run_evals.py [--model tiny] [--n 300] [--out evals-out] [--only TASK]
+    nohup python scripts/run_evals.py --model smollm2 --n 200 --out evals-smollm2 > evals-smollm2.log 2>&1 &
 
-Each row is one ``attnlab eval`` command; its JSON, plot and the command line are kept in ``--out``.
+``--model tiny`` (the default) runs the rows of the bundled ``tiny`` and the ``minilm`` encoder; ``--model
+smollm2`` runs each method on its own paper's kind of task in chat form (PASTA: JSON formatting, pronoun
+changing, BiasBios, CounterFact; InstABoost and SpotLight: IFEval-style constraints and retrieval; ZeroTuning
+and ACT: zero-shot classification and multiple choice), heads chosen coarse-to-fine (``layers=3``: 30 whole
+layers, then the 27 heads of the best three, instead of all 270 heads). Each row is one ``attnlab eval``
+command; its JSON, plot and command line are kept in ``--out``, and the table in ``--out/table.md``.
 """
 from __future__ import annotations
 
@@ -11,7 +17,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROWS = [
@@ -46,12 +51,35 @@ ROWS = [
 ]
 
 
+PASTA_HEADS = ["--select", "heads", "--set", "top_k=4", "--set", "layers=3"]
+SMOLLM2_ROWS = [
+    ("smollm2", "json-format", "pasta", PASTA_HEADS),
+    ("smollm2", "json-format", "pasta", ["--set", "heads=all"]),
+    ("smollm2", "pronouns", "pasta", PASTA_HEADS),
+    ("smollm2", "biasbios", "pasta", PASTA_HEADS),
+    ("smollm2", "counterfact", "pasta", PASTA_HEADS),
+    ("smollm2", "counterfact", "pasta", ["--set", "heads=all"]),
+    ("smollm2", "ifeval", "instaboost", ["--select", "m"]),
+    ("smollm2", "ifeval", "spotlight", ["--span", "instruction"]),
+    ("smollm2", "kv", "spotlight", []),
+    ("smollm2", "kv", "pasta", PASTA_HEADS),
+    ("smollm2", "needle", "spotlight", []),
+    ("smollm2", "classify", "zerotuning", ["--select", "gamma"]),
+    ("smollm2", "classify", "act", []),
+    ("smollm2", "choice", "zerotuning", ["--select", "gamma"]),
+    ("smollm2", "choice", "act", []),
+    ("smollm2", "choice", "act", ["--select", "heads", "--set", "layers=3"]),
+]
+MODELS = {"tiny": ROWS, "smollm2": SMOLLM2_ROWS}
+
+
 def fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="which rows to run")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--out", default="evals-out")
     p.add_argument("--only", help="run only this task")
@@ -59,7 +87,7 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     lines = []
-    for model, task, method, extra in ROWS:
+    for model, task, method, extra in MODELS[args.model]:
         if args.only and task != args.only:
             continue
         name = f"{model}-{task}-{method}" + ("-" + "-".join(a.replace("=", "") for a in extra if not a.startswith("--"))
@@ -67,11 +95,10 @@ def main() -> None:
         target = out / name
         cmd = ["attnlab", "eval", model, "--task", task, "--method", method, "--n", str(args.n), *extra,
                "--out", str(target), "--overwrite"]
-        started = time.time()
         done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:]], capture_output=True, text=True)
         if done.returncode != 0:
             lines.append(f"| {model} | {task} | {method} | failed: {done.stderr.strip().splitlines()[-1][:80]} |"
-                         f" | | | `{shlex.join(cmd)}` |")
+                         f" | | | | | | | `{shlex.join(cmd)}` |")
             print("FAILED", shlex.join(cmd), done.stderr[-500:], flush=True)
             continue
         r = json.loads((target / "eval.json").read_text())
@@ -80,12 +107,17 @@ def main() -> None:
         chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("heads", "gamma", "m"))
         settings = ", ".join(f"{k}={v}" for k, v in r["method"]["params"].items() if k not in ("top_k", "grid"))
         verdict = "helps" if pr["ci_low"] > 0 else "hurts" if pr["ci_high"] < 0 else "no clear effect"
-        lines.append(f"| {model} | {task} | {method} | {settings or '-'}{' (chosen on train: ' + chosen + ')' if chosen else ''} "
+        secondary = "; ".join(f"{k} {v['unsteered']:.3f}→{v['steered']:.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+                              for k, v in (r.get("secondary") or {}).items() if k != "parsed") or "-"
+        lines.append(f"| {model} | {task} ({r.get('metric', 'accuracy')}) | {method} | {settings or '-'}"
+                     f"{' (chosen on train: ' + chosen + ')' if chosen else ''} "
                      f"| {fmt(r['unsteered']['accuracy'])} | {fmt(r['steered']['accuracy'])} | {pr['difference']:+.3f} "
-                     f"[{pr['ci_low']:+.3f}, {pr['ci_high']:+.3f}] | {verdict} | `{shlex.join(cmd)}` |")
-        print(lines[-1], f"({time.time() - started:.0f}s)", flush=True)
-    header = ["| model | task | method | settings | unsteered | steered | difference [95% CI] | verdict | command |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                     f"[{pr['ci_low']:+.3f}, {pr['ci_high']:+.3f}] | {r['mcnemar']['p_value']:.3g} | {secondary} "
+                     f"| {r['seconds']:.0f} | {verdict} | `{shlex.join(cmd)}` |")
+        print(lines[-1], flush=True)
+    header = ["| model | task (metric) | method | settings | unsteered | steered | difference [95% CI] | McNemar p | "
+              "secondary metrics | seconds | verdict | command |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     (out / "table.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(header + lines) + "\n")
     print("\n".join(header + lines))
