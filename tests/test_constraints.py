@@ -95,11 +95,12 @@ def test_scorers_registered_and_read_meta():
     ("Alex is a nurse. They work nights and his patients like them.", (0.0, 1.0)),   # 'his' left
     ("Alex is a nurse. She works nights.", (0.0, 0.0)),
     ("Alex is a nurse who works nights.", (0.0, 1.0)),                              # no they/them at all
-    ("THEY said HE would come.", (0.0, 0.0)),                                       # any case
-    ("The theme of the shelter: they help.", (1.0, 1.0)),                           # 'the', 'shelter' are not 'he'
+    ("Alex: THEY said HE would come.", (0.0, 0.0)),                                       # any case
+    ("Alex: the theme of the shelter, they help.", (1.0, 1.0)),                     # 'the', 'shelter' are not 'he'
+    ("They paint. Their work sells.", (0.0, 0.0)),                                  # the example copied: no rewrite
 ])
 def test_pronouns(reply, expected):
-    scores = get_reply_scorer("pronouns").score(reply, EvalExample("p", []))
+    scores = get_reply_scorer("pronouns").score(reply, EvalExample("p", [], meta={"name": "Alex"}))
     assert list(scores) == ["changed", "no_she_he", "parsed"]
     assert (scores["changed"], scores["no_she_he"]) == expected
     assert get_reply_scorer("pronouns").score("  ", EvalExample("p", [])) == \

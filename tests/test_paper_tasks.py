@@ -85,10 +85,12 @@ def test_pronouns(tok):
     assert task.scorer == "pronouns" and task.params["max_new_tokens"] == 24 + 40 * 3
     for e in task.examples:
         bio, instruction = e.prompt.split("\n\n")
-        assert instruction == PRONOUN_INSTRUCTION and e.answers == []
+        assert instruction == PRONOUN_INSTRUCTION and e.answers == [] and e.meta == {"name": bio.split(" is ")[0]}
         words = set(re.findall(r"\b\w+\b", bio.lower()))
         assert ("she" in words) == (e.bucket == "she") and ("he" in words) == (e.bucket == "he")
-        assert get_reply_scorer("pronouns").score(bio, e)["changed"] == 0.0      # the text itself is not a rewrite
+        score = get_reply_scorer("pronouns").score
+        assert score(bio, e)["changed"] == 0.0                                    # the text itself is not a rewrite
+        assert score(f"{e.meta['name']} is a chef. They cook and their soup is good.", e)["changed"] == 1.0
 
 
 def test_biasbios(tok):

@@ -138,11 +138,14 @@ NEUTRAL = re.compile(r"\b(they|them|their|theirs|themselves|themself)\b", flags=
 @reply_scorer("pronouns")
 def score_pronouns(reply: str, example: "EvalExample") -> dict[str, float]:
     """PASTA's pronoun changing (Zhang et al. 2024): ``changed`` = no she / he / her / hers / herself / him /
-    his / himself is left (whole words, any case) and they / them / their / theirs / themselves / themself
-    appears; ``no_she_he`` = no she or he is left (PASTA's looser accuracy); ``parsed`` = any text at all."""
+    his / himself is left (whole words, any case), they / them / their / theirs / themselves / themself
+    appears, and the person's name ``meta["name"]`` (when given) is still there -- a reply that only copies an
+    example sentence is no rewrite; ``no_she_he`` = no she or he is left (PASTA's looser accuracy), name
+    kept likewise; ``parsed`` = any text at all."""
     text = reply.strip()
     if not text:
         return {"changed": 0.0, "no_she_he": 0.0, "parsed": 0.0}
+    kept = example.meta.get("name", "") in text
     left = {m.lower() for m in GENDERED.findall(text)}
-    return {"changed": float(not left and NEUTRAL.search(text) is not None),
-            "no_she_he": float(not left & {"she", "he"}), "parsed": 1.0}
+    return {"changed": float(kept and not left and NEUTRAL.search(text) is not None),
+            "no_she_he": float(kept and not left & {"she", "he"}), "parsed": 1.0}

@@ -108,9 +108,9 @@ def biography(rng: random.Random, person: dict, facts: int) -> str:
 
 
 def _bio_task(name: str, instruction: str, scorer: str, reply_tokens, tokenizer, n: int, seed: int,
-              max_tokens: int | None, facts: int, answer: bool, meta: dict) -> Task:
+              max_tokens: int | None, facts: int, answer: bool, meta) -> Task:
     """A biography of ``facts`` facts per person followed by ``instruction`` (PASTA's JSON and pronoun tasks);
-    the occupation is the answer if ``answer``; ``meta`` goes to the scorer; replies of ``reply_tokens(facts)``."""
+    the occupation is the answer if ``answer``; the scorer gets ``meta(person)``; replies of ``reply_tokens(facts)``."""
     from attnlab.evals.tasks import EvalExample, Task
     limit = len(load_data("bios")["people"][0]["facts"])
     if not 1 <= facts <= limit:
@@ -119,7 +119,8 @@ def _bio_task(name: str, instruction: str, scorer: str, reply_tokens, tokenizer,
     def build(k):
         rng = random.Random(seed)
         return [EvalExample(f"{biography(rng, p, k)}\n\n{instruction}", [p["occupation"]] if answer else [],
-                            {"emphasis": instruction, "instruction": instruction}, bucket=p["pronoun"], meta=meta)
+                            {"emphasis": instruction, "instruction": instruction}, bucket=p["pronoun"],
+                            meta=meta(p))
                 for p in draw(rng, load_data("bios")["people"], n)]
 
     examples = fit_budget(name, "facts", facts, range(1, facts), build, tokenizer, max_tokens,
@@ -132,7 +133,7 @@ def json_format_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = 
     JSON format like {"occupation": "..."}"; primary ``prediction`` (the field equals the occupation), secondary
     ``format`` (a JSON object was found)."""
     return _bio_task("json-format", JSON_INSTRUCTION, "json", lambda _: JSON_REPLY_TOKENS, tokenizer, n, seed,
-                     max_tokens, facts, True, {"key": "occupation"})
+                     max_tokens, facts, True, lambda p: {"key": "occupation"})
 
 
 def pronouns_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, facts: int = 3) -> Task:
@@ -140,7 +141,7 @@ def pronouns_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = Non
     she/he with they/them"; primary ``changed`` (no gendered pronoun left and they/them used, see
     :func:`attnlab.evals.constraints.score_pronouns`). Replies may run to 40 tokens per fact plus 24."""
     return _bio_task("pronouns", PRONOUN_INSTRUCTION, "pronouns", lambda k: 24 + 40 * k, tokenizer, n, seed, max_tokens,
-                     facts, False, {})
+                     facts, False, lambda p: {"name": p["name"]})
 
 
 def biasbios_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, distractors: int = 2) -> Task:
