@@ -91,6 +91,25 @@ def test_kv_in_chat_form_is_scored_by_the_first_number_and_reports_parsing(smoll
         run(model, tok, old, None, chat=True)
 
 
+def test_a_task_without_answer_texts_is_scored_from_its_replies(smollm2, monkeypatch):
+    """ifeval-style examples carry a constraint, no answer text: the reply length falls back to the default."""
+    from attnlab.evals import harness
+
+    asked = {}
+
+    def fake_generate(model, tokenizer, prompts, method=None, max_new_tokens=16, chat=False):
+        asked["max_new_tokens"] = max_new_tokens
+        return ["ALL UPPER CASE.", "not upper case."][:len(prompts)]
+
+    monkeypatch.setattr("attnlab.steer.selection.generate_texts", fake_generate)
+    task = Task("constraint", [EvalExample("Reply in upper case.", [], meta={"constraint": "upper"}),
+                               EvalExample("Reply in upper case too.", [], meta={"constraint": "upper"})],
+                "ifeval", {})
+    r = run(*smollm2, task, None)
+    assert asked["max_new_tokens"] == harness.DEFAULT_REPLY_TOKENS
+    assert r["per_example"]["unsteered"] == [1, 0]
+
+
 def test_the_form_is_refused_in_one_line_where_it_cannot_work(tiny, smollm2):
     reply = Task("mine", [EvalExample("Say 4.", ["4"])], "number", {})
     with pytest.raises(AttnlabError, match="asked as a chat turn.*use a model with a chat template"):

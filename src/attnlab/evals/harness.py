@@ -231,7 +231,8 @@ def _replies(model, tokenizer, task: Task, exs: list[EvalExample], spec, batch_s
     from attnlab.steer.selection import generate_texts
 
     scorer = get_reply_scorer(task.scorer)
-    longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for e in exs for a in e.answers)
+    longest = max((len(tokenizer(a, add_special_tokens=False)["input_ids"]) for e in exs for a in e.answers),
+                  default=0)                                     # constraint tasks (ifeval) have no answer text
     max_new = task.params.get("max_new_tokens", max(DEFAULT_REPLY_TOKENS, longest + 8))
     rows = []
     for s in range(0, len(exs), batch_size):
