@@ -161,3 +161,8 @@ def test_cli_eval_records_only_applied_settings_and_honours_n_for_jsonl(tmp_path
     assert data["selection"]["on"]["split"] == "train" and data["selection"]["on"]["n"] == 2
     assert data["selection"]["options"] == {"top_k": 1, "layers": 0}
     assert set(data["method"]["params"]) == {"heads"} and re.fullmatch(r"L\d+H\d+", data["method"]["params"]["heads"])
+    layer, head = map(int, re.fullmatch(r"L(\d+)H(\d+)", data["method"]["params"]["heads"]).groups())
+    assert json.loads((tmp_path / "b" / "heads.json").read_text()) == {str(layer): [head]}   # PASTA's head config
+    reuse = runner.invoke(app, ["eval", "tiny", "--task", "jsonl", "--file", str(path), "--scorer", "loglik", "--n", "3",
+                                "--set", f"heads={tmp_path / 'b' / 'heads.json'}", "--out", str(tmp_path / "c")])
+    assert reuse.exit_code == 0, reuse.output

@@ -281,6 +281,7 @@ def evaluate(
         from attnlab.evals.splits import train_and_test
         from attnlab.evals.tasks import TASKS, read_jsonl
         from attnlab.models.config import max_positions
+        from attnlab.steer.pasta import save_head_config
 
         if n < 1:
             raise AttnlabError(f"--n must be >= 1, got {n}")
@@ -297,7 +298,8 @@ def evaluate(
         if task == "jsonl":
             read_jsonl(str(file), scorer)
         specs = method_specs(method, param, select, span, sweep)
-        names = ["eval.json", "eval.png"] + (["sweep.png", "sweep.json"] if sweep else [])
+        names = ["eval.json", "eval.png"] + (["sweep.png", "sweep.json"] if sweep else []) + \
+            (["heads.json"] if select == "heads" else [])
         target = output_dir(out, "eval", names, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model)
@@ -319,6 +321,10 @@ def evaluate(
         (target / "eval.json").write_text(json.dumps(results[-1][1] if sweep is None else
                                                      [{"value": v, **r} for v, r in results], indent=1))
         bucket_plot(results[-1][1], target / "eval.png")
+        if select == "heads":           # PASTA's head-config JSON: reuse with --set heads=<out>/heads.json
+            shape = attnlab.ModelShape.of(m)
+            chosen = attnlab.HeadSet.parse(results[-1][1]["selection"]["heads"], shape.n_layers, shape.n_heads)
+            save_head_config(chosen, target / "heads.json", overwrite=True)
         if sweep:
             sweep_plot(results, sweep.partition("=")[0], target / "sweep.png")
             (target / "sweep.json").write_text(json.dumps([{"value": v, "steered": r["steered"], "paired": r["paired"]}
