@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--out", default="evals-out")
     p.add_argument("--only", help="run only this task")
+    p.add_argument("--rows", help="run only these rows, by output folder name (comma list, e.g. smollm2-kv-spotlight)")
     p.add_argument("--markdown", default="EVALS.md")
     args = p.parse_args()
     out = Path(args.out)
@@ -92,6 +93,8 @@ def main() -> None:
             continue
         name = f"{model}-{task}-{method}" + ("-" + "-".join(a.replace("=", "") for a in extra if not a.startswith("--"))
                                             if extra else "")
+        if args.rows and name not in args.rows.split(","):
+            continue
         target = out / name
         cmd = ["attnlab", "eval", model, "--task", task, "--method", method, "--n", str(args.n), *extra,
                "--out", str(target), "--overwrite"]
