@@ -166,3 +166,16 @@ def test_cli_eval_records_only_applied_settings_and_honours_n_for_jsonl(tmp_path
     reuse = runner.invoke(app, ["eval", "tiny", "--task", "jsonl", "--file", str(path), "--scorer", "loglik", "--n", "3",
                                 "--set", f"heads={tmp_path / 'b' / 'heads.json'}", "--out", str(tmp_path / "c")])
     assert reuse.exit_code == 0, reuse.output
+
+
+def test_train_split_never_shares_a_prompt_with_the_test_split(tiny):
+    """classify draws from a fixed pool: under seeds s and s + 1000 the same text can come up; it is dropped."""
+    from attnlab.evals.splits import train_and_test
+
+    tok = tiny[1]
+    train, test = train_and_test("classify", tok, 100, seed=0, train_n=48)
+    drawn = make_task("classify", tok, 48, seed=1000)
+    shared = {e.prompt for e in drawn.examples} & {e.prompt for e in test.examples}
+    assert shared                                                   # the pool really does repeat across seeds
+    assert not {e.prompt for e in train.examples} & {e.prompt for e in test.examples}
+    assert len(train.examples) == 48 - len(shared) == train.params["n"]
