@@ -145,3 +145,9 @@ def test_cli_eval_choice_in_chat_form_and_the_chat_switch(tmp_path):
     assert data["chat"] is True and data["task"]["scorer"] == "labels" and data["n"] == 4
     bad = runner.invoke(app, ["eval", "tiny", "--task", "classify", "--chat", "--n", "2", "--out", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "no chat template" in bad.output and not (tmp_path / "b").exists()
+
+
+def test_choosing_settings_on_a_task_without_answer_texts_is_one_line(smollm2):
+    task = Task("constraint", [EvalExample("Reply in upper case.", [], meta={"constraint": "upper"})], "ifeval", {})
+    with pytest.raises(AttnlabError, match="no answer text.*--set"):
+        run(*smollm2, task, MethodSpec("instaboost", select="m"), train=task)

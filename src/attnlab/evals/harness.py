@@ -291,6 +291,9 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
     (``chat``); returns the chosen value and details."""
     from attnlab.steer import selection
 
+    if any(not e.answers for e in train.examples):
+        raise AttnlabError(f"--select {spec.select} scores the answer's likelihood on the train split, but task "
+                           f"'{train.name}' has no answer text (its replies are checked): give the value with --set")
     rendered = render(tokenizer, train.examples, use_chat(tokenizer, train, chat), train.scorer)
     examples = [selection.Example(e.prompt, _gold(e, train.scorer), {k: v[0] for k, v in e.spans.items()})
                 for e in rendered]
