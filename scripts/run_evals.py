@@ -59,7 +59,7 @@ SMOLLM2_ROWS = [
     ("smollm2", "biasbios", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", ["--set", "heads=all"]),
-    ("smollm2", "ifeval", "instaboost", ["--select", "m"]),
+    ("smollm2", "ifeval", "instaboost", []),            # M = 5: choosing M needs answer texts, ifeval has none
     ("smollm2", "ifeval", "spotlight", ["--span", "instruction"]),
     ("smollm2", "kv", "spotlight", []),
     ("smollm2", "kv", "pasta", PASTA_HEADS),
