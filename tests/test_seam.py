@@ -46,13 +46,18 @@ def _tol(reference, valid):
     return 2e-5 * max(1.0, float(reference[valid].abs().max()))      # float32 SDPA vs float32 eager
 
 
-@pytest.mark.parametrize("arch", ALL)
-def test_empty_and_probing_plans_match_eager(arch, tiny, minilm):
+def _eager_setup(arch, tiny, minilm):
+    """A random-init model of ``arch``, a padded batch, and eager attention's hidden states and maps on it."""
     tok = minilm[1] if arch == "bert" else tiny[1]
     model = build(arch, len(tok))
     enc = _batch(model, tok)
     reference, eager_maps = _eager(model, enc)
-    valid = enc.attention_mask.bool()
+    return model, enc, reference, eager_maps, enc.attention_mask.bool()
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_empty_and_probing_plans_match_eager(arch, tiny, minilm):
+    model, enc, reference, eager_maps, valid = _eager_setup(arch, tiny, minilm)
     tol = _tol(reference, valid)
     with seam.attached(model, Plan()):
         assert model.config._attn_implementation == seam.NAME
@@ -76,11 +81,7 @@ def test_empty_and_probing_plans_match_eager(arch, tiny, minilm):
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "bert"])
 def test_the_eager_comparison_sees_a_steered_plan(arch, tiny, minilm):
     """The same comparison fails for a plan that does change attention (ZeroTuning on every head)."""
-    tok = minilm[1] if arch == "bert" else tiny[1]
-    model = build(arch, len(tok))
-    enc = _batch(model, tok)
-    reference, _ = _eager(model, enc)
-    valid = enc.attention_mask.bool()
+    model, enc, reference, _, valid = _eager_setup(arch, tiny, minilm)
     with attnlab.steer(model, attnlab.ZeroTuning(gamma=20.0)):
         steered = _hidden(_outputs(model, enc))
     assert (steered - reference)[valid].abs().max() > 100 * _tol(reference, valid)
