@@ -622,5 +622,8 @@ def generate(
     run(body)
 
 
+# Commands that live in their own modules register themselves on ``app`` when imported.
+from attnlab.commands import flow, heads, lookback  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -1,0 +1,1 @@
+"""``attnlab flow``: command line (being written)."""

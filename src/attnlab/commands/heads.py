@@ -1,0 +1,1 @@
+"""``attnlab heads``: command line (being written)."""

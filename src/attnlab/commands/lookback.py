@@ -1,0 +1,1 @@
+"""``attnlab lookback``: command line (being written)."""
