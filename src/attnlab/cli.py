@@ -623,7 +623,7 @@ def generate(
 
 
 # Commands that live in their own modules register themselves on ``app`` when imported.
-from attnlab.commands import flow, heads, lookback  # noqa: E402,F401
+from attnlab.commands import flow, heads, lookback, serve  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
