@@ -1,0 +1,300 @@
+"""attnlab serve's API on ``tiny``: numbers equal the library's, bad input is a 4xx JSON line, and the guards hold
+(Host / Origin, body size, files, one job at a time with a bounded queue, cancel on disconnect, 20 clients)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="attnlab serve needs the serve extra: pip install 'attnlab[serve]'")
+from fastapi.testclient import TestClient  # noqa: E402
+
+import attnlab  # noqa: E402
+from attnlab.serve import views  # noqa: E402
+from attnlab.serve.app import create_app  # noqa: E402
+from attnlab.serve.export import profile_snapshot  # noqa: E402
+from attnlab.serve.jobs import Busy, Cancelled, Jobs  # noqa: E402
+from serve_live import live_server  # noqa: E402
+
+TEXT = "Answer in one word. Context: The capital of France is Paris. Question: What is the capital of France?"
+SOAK_SECONDS = float(os.environ.get("ATTNLAB_SOAK_SECONDS", "8"))   # the issue's full run: ATTNLAB_SOAK_SECONDS=60
+SOAK_RSS_BOUND = 96 * 1024 ** 2                                      # growth allowed after the warm-up round
+
+
+@pytest.fixture(scope="module")
+def client(tiny):
+    model, tok = tiny
+    return TestClient(create_app(model, tok, name="tiny"), base_url="http://127.0.0.1:8765")
+
+
+def test_page_and_only_its_own_files(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas id=\"grid\"" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/static/app.js").status_code == 200
+    for path in ("/static/index.html", "/static/../pyproject.toml", "/static/%2e%2e/pyproject.toml",
+                 "/static/..%2F..%2Fpyproject.toml", "/etc/passwd", "/api/../../pyproject.toml"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json() == {"error": "not found"}, path
+
+
+def test_info_forms_come_from_the_registry(client):
+    from attnlab.steer import registry
+
+    info = client.get("/api/info").json()
+    assert info["methods"] == [registry.describe(m) for m in registry.METHODS]
+    assert info["model"]["layers"] == 4 and info["model"]["heads"] == 8
+    assert info["limits"]["max_tokens"] == 512                       # the tiny model's positions
+
+
+def test_head_grid_numbers_equal_the_library(client, tiny):
+    got = client.post("/api/analyze", json={"text": TEXT, "span": [29, 60]}).json()
+    ref = attnlab.collect(*tiny, [TEXT], probes=("first_token_mass", "entropy", "normalized_entropy"),
+                          spans={"s": TEXT[29:60]})
+    for name in ("first_token_mass", "entropy", "normalized_entropy"):
+        assert torch.allclose(torch.tensor(got["metrics"][name]), ref.stats[name][0], atol=1e-4), name
+    assert torch.allclose(torch.tensor(got["metrics"]["span_mass"]), ref.stats["span_mass:s"][0], atol=1e-4)
+    assert len(got["tokens"]) == got["n_tokens"] == len(ref.tokens[0])
+
+
+def test_previous_token_score_matches_full_maps(tiny):
+    model, tok = tiny
+    maps = attnlab.collect(model, tok, [TEXT], probes=("attention_maps",)).stats["attention_maps"][0]
+    n = maps.shape[-1]
+    expected = maps[..., torch.arange(1, n), torch.arange(0, n - 1)].mean(-1)
+    got = views.analyze(model, tok, TEXT)["metrics"]["previous_token"]
+    assert torch.allclose(torch.tensor(got), expected, atol=1e-4)
+
+
+def test_map_exact_and_pooled(tiny):
+    model, tok = tiny
+    maps = attnlab.collect(model, tok, [TEXT], probes=("attention_maps",)).stats["attention_maps"][0]
+    exact = views.attention_map(model, tok, TEXT, 2, 5, rows=[3, 9])
+    assert exact["exact"] and torch.allclose(torch.tensor(exact["values"]), maps[2, 5], atol=1e-4)
+    assert torch.allclose(torch.tensor(exact["rows"]), maps[2, 5, 3:9], atol=1e-4)
+    pooled = views.attention_map(model, tok, TEXT, 1, None, rows=[0, 4], limits=views.Limits(map_side=7))
+    e, mean = pooled["edges"], maps[1].mean(0)
+    blocks = torch.tensor([[float(mean[e[i]:e[i + 1], e[j]:e[j + 1]].sum(1).mean()) for j in range(7)]
+                           for i in range(7)])
+    assert not pooled["exact"] and len(pooled["values"]) == 7
+    assert torch.allclose(torch.tensor(pooled["values"]), blocks, atol=1e-4)
+    assert torch.allclose(torch.tensor(pooled["rows"]), mean[0:4], atol=1e-4)   # rows in view stay exact
+
+
+def test_steer_and_timeline(client, tiny):
+    from attnlab.steer import registry
+    from attnlab.steer.compare import compare
+
+    body = {"text": TEXT, "method": "pasta", "settings": {"alpha": "0.05"}, "span": [29, 60], "max_new_tokens": 5}
+    got = client.post("/api/steer", json=body).json()
+    ref = compare(*tiny, TEXT, registry.build("pasta", {"alpha": 0.05}, [(29, 60)]), emphasize=[(29, 60)],
+                  max_new_tokens=5)
+    assert got["steered"] == ref["steered"] and got["unsteered"] == ref["unsteered"]
+    assert got["attention_by_layer"] == ref["attention_by_layer"] and got["span_text"] == TEXT[29:60]
+    plain = client.post("/api/timeline", json={"text": TEXT, "max_new_tokens": 4}).json()
+    assert 1 <= len(plain["steps"]) <= 4 and plain["steps"][0]["layers"][0]["lookback_ratio"] == 1.0
+    for layer in plain["steps"][-1]["layers"]:
+        assert abs(layer["prompt"] + layer["generated"] - 1) < 1e-3
+    cached = client.post("/api/timeline", json={"text": TEXT, "max_new_tokens": 6,
+                                                "sink_cache": {"sinks": 2, "window": 8}}).json()
+    kept = cached["steps"][-1]["kept"]
+    assert len(kept) == 2 + 8 + 1 and kept[:2] == [0, 1]      # sinks + window + the new token; the window slides
+
+
+@pytest.mark.parametrize("path, body, status, words", [
+    ("analyze", {"text": ""}, 400, "empty"),
+    ("analyze", {"text": "   \n"}, 400, "empty"),
+    ("analyze", {"text": "x" * 200_001}, 413, "bytes"),
+    ("analyze", {"text": "word " * 600}, 413, "tokens"),
+    ("analyze", {"text": "abc", "span": [1, 99]}, 400, "outside"),
+    ("analyze", {"text": "abc", "span": [2, 1]}, 400, "outside"),
+    ("analyze", {"text": "abc", "span": "ab"}, 422, "span"),
+    ("analyze", {"txt": "abc"}, 422, "text"),
+    ("analyze", {"text": 5}, 422, "text"),
+    ("map", {"text": "abc", "layer": 4}, 400, "no layer 4"),
+    ("map", {"text": "abc", "layer": 0, "head": 8}, 400, "no head 8"),
+    ("map", {"text": "abc", "layer": -1}, 400, "no layer"),
+    ("map", {"text": "abc", "layer": 0, "rows": [0, 99]}, 400, "rows"),
+    ("steer", {"text": "abc def", "method": "nope"}, 400, "unknown method"),
+    ("steer", {"text": "abc def", "method": "pasta", "span": [0, 3], "settings": {"alphaa": "1"}}, 400, "no setting"),
+    ("steer", {"text": "abc def", "method": "pasta", "span": [0, 3], "settings": {"alpha": "x"}}, 400, "alpha"),
+    ("steer", {"text": "abc def", "method": "pasta"}, 400, "select the text"),
+    ("steer", {"text": "abc def", "method": "pasta", "span": [0, 3], "max_new_tokens": 9999}, 400, "max_new_tokens"),
+    ("timeline", {"text": "abc", "sink_cache": {"sinks": 4, "window": 600}}, 400, "positions"),
+    ("timeline", {"text": "abc", "max_new_tokens": 0}, 400, "max_new_tokens"),
+])
+def test_bad_input_is_one_json_line(client, path, body, status, words):
+    r = client.post(f"/api/{path}", json=body)
+    assert r.status_code == status, r.text
+    message = r.json()["error"]
+    assert words in message and "Traceback" not in message and "\n" not in message
+    assert client.get("/api/status").status_code == 200               # the server goes on
+
+
+def test_malformed_bodies(client):
+    for raw in (b"{not json", b"", b"[1, 2]", b"null"):
+        r = client.post("/api/analyze", content=raw, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500 and "error" in r.json(), raw
+
+
+def test_foreign_host_and_origin_refused(client):
+    for host in ("evil.example", "attacker.com:8765", "127.0.0.1.evil.example"):
+        r = client.get("/api/info", headers={"host": host})
+        assert r.status_code == 400 and "DNS rebinding" in r.json()["error"]
+    for host in ("localhost:8765", "[::1]:8765", "127.0.0.1"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 200
+    r = client.post("/api/analyze", json={"text": "abc"}, headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+    assert client.post("/api/analyze", json={"text": "abc"}, headers={"origin": "http://127.0.0.1:8765"}).status_code == 200
+
+
+def test_oversized_body_refused_before_reading(tiny):
+    client = TestClient(create_app(*tiny, max_body_bytes=1000), base_url="http://127.0.0.1")
+    r = client.post("/api/analyze", json={"text": "a" * 2000})
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_queue_is_bounded_and_says_busy(tiny):
+    model, tok = tiny
+    app = create_app(model, tok, limits=views.Limits(max_waiting=1))
+    client = TestClient(app, base_url="http://127.0.0.1")
+    release = threading.Event()
+    jobs = app.state.jobs
+    holding = [jobs.submit(release.wait), jobs.submit(lambda: None)]   # one running, one waiting: full
+    r = client.post("/api/analyze", json={"text": "abc"})
+    assert r.status_code == 503 and "busy" in r.json()["error"] and r.headers["retry-after"] == "2"
+    release.set()
+    for job in holding:
+        job.future.result(timeout=10)
+    assert client.post("/api/analyze", json={"text": "abc"}).status_code == 200
+    assert jobs.status()["refused"] == 1 and jobs.status()["running"] == 0
+
+
+def test_cancel_stops_waiting_and_running_jobs(tiny):
+    model, tok = tiny
+    jobs = Jobs(model, max_waiting=2)
+    started = threading.Event()
+
+    def endless():
+        started.set()
+        ids = tok("some text", return_tensors="pt").input_ids
+        while True:
+            model(ids)
+
+    running = jobs.submit(endless)
+    waiting = jobs.submit(lambda: pytest.fail("a cancelled job ran"))
+    assert started.wait(10)
+    waiting.cancel()
+    running.cancel()
+    for job in (running, waiting):
+        with pytest.raises(Cancelled):
+            job.future.result(timeout=10)
+    assert jobs.status()["cancelled"] == 2 and jobs.status()["running"] == 0
+    with pytest.raises(Busy):
+        blocked = threading.Event()
+        for _ in range(4):
+            jobs.submit(blocked.wait)
+    blocked.set()
+    jobs.shutdown()
+
+
+def test_disconnected_client_cancels_its_job(tiny):
+    model, tok = tiny
+    app = create_app(model, tok)
+    release = threading.Event()
+    with live_server(app) as url:
+        holder = app.state.jobs.submit(release.wait)                # keeps the worker busy: the next job waits
+        body = json.dumps({"text": TEXT, "max_new_tokens": 8}).encode()
+        port = urlsplit(url).port
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /api/timeline HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 10
+            while app.state.jobs.status()["waiting"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert app.state.jobs.status()["waiting"] == 1
+        deadline = time.monotonic() + 10                               # the socket is closed: the client left
+        while app.state.jobs.status()["cancelled"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release.set()
+        holder.future.result(timeout=10)
+        assert app.state.jobs.status()["cancelled"] == 1
+        assert app.state.jobs.status()["completed"] == 1               # only the holder ran
+
+
+def test_twenty_clients_leave_it_answering_with_flat_memory(tiny):
+    """20 concurrent loopback clients for ATTNLAB_SOAK_SECONDS (default 8 s here; 60 s is the issue's full run):
+    every answer is 200 or 503 (busy), never an error; afterwards the server answers at once and its resident
+    memory grew by less than SOAK_RSS_BOUND since the warm-up round."""
+    import httpx
+
+    model, tok = tiny
+    app = create_app(model, tok)
+    words = TEXT.split()
+    with live_server(app) as url:
+        def client_loop(k: int, until: float, seen: list) -> None:
+            with httpx.Client(base_url=url, timeout=60) as http:
+                i = 0
+                while time.monotonic() < until:
+                    text = " ".join(words[(k + i) % len(words):] + words[:(k + i) % len(words)])
+                    kind = i % 3
+                    if kind == 0:
+                        r = http.post("/api/analyze", json={"text": text})
+                    elif kind == 1:
+                        r = http.post("/api/map", json={"text": text, "layer": i % 4, "head": k % 8})
+                    else:
+                        r = http.get("/api/status")
+                    seen.append(r.status_code)
+                    i += 1
+
+        def round_of(seconds: float) -> list:
+            seen: list = []
+            until = time.monotonic() + seconds
+            threads = [threading.Thread(target=client_loop, args=(k, until, seen)) for k in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return seen
+
+        round_of(2)
+        before = httpx.get(f"{url}/api/status").json()["rss_bytes"]
+        seen = round_of(SOAK_SECONDS)
+        start = time.monotonic()
+        after = httpx.get(f"{url}/api/status", timeout=5).json()
+        assert time.monotonic() - start < 2
+        assert set(seen) <= {200, 503} and seen.count(200) > 20
+        assert after["running"] == 0 and after["waiting"] == 0
+        assert after["rss_bytes"] - before < SOAK_RSS_BOUND, (before, after["rss_bytes"])
+
+
+def test_profile_snapshot_is_self_contained(tiny):
+    report = attnlab.profile(tiny[0], [TEXT], tokenizer=tiny[1])
+    page = profile_snapshot(report).html()
+    assert 'id="attnlab-data"' in page and "static/app.js" not in page and "http" not in page.split("<body")[0]
+    data = page.split('<script id="attnlab-data" type="application/json">')[1].split("</script>")[0]
+    assert json.loads(data)["analysis"]["metrics"]["first_token_mass"] == report.summary.first_token_mass
+    assert profile_snapshot(report)._repr_html_().startswith("<iframe srcdoc=")
+
+
+def test_serve_command_binds_loopback_and_warns_for_other_hosts(monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from attnlab.cli import app
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.setdefault("host", self.config.host))
+    result = CliRunner().invoke(app, ["serve", "tiny", "--port", "0"])
+    assert seen["host"] == "127.0.0.1" and "warning" not in result.output
+    seen.clear()
+    result = CliRunner().invoke(app, ["serve", "tiny", "--host", "0.0.0.0", "--port", "0"])
+    assert seen["host"] == "0.0.0.0" and "warning" in result.output and "no login" in result.output
+    result = CliRunner().invoke(app, ["serve", "tiny", "--max-tokens", "0"])
+    assert result.exit_code == 2 and "--max-tokens must be >= 1" in result.output
