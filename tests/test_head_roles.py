@@ -2,7 +2,7 @@
 import torch
 
 from archs import build
-from attnlab.probes.head_roles import head_role_scores, repeated_random_tokens
+from attnlab.heads.roles import head_role_scores, repeated_random_tokens
 
 
 def test_scores_equal_eager_diagonals(tiny):

@@ -4,7 +4,7 @@
 
 * attention sink: heads beyond layer 0 whose mean first-token mass is >= 0.3, and the Sink ratio, on the
   built-in sample text alone (what ``attnlab profile`` shows) and on it plus the synthetic task prompts;
-* best induction and previous-token scores (repeated random tokens, :mod:`attnlab.probes.head_roles`);
+* best induction and previous-token scores (repeated random tokens, :mod:`attnlab.heads.roles`);
 * key-value recall: greedy exact-match accuracy of the answer at 4, 16 and 64 pairs
   (:func:`attnlab.models.synthetic.kv_retrieval`), chance being about 1 / pairs.
 """
@@ -29,7 +29,7 @@ def kv_recall(model, tokenizer, pairs: int, n: int, seed: int = 0) -> float:
 
 def measure(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
     """All card figures as a dict."""
-    from attnlab.probes.head_roles import head_role_scores
+    from attnlab.heads.roles import head_role_scores
     from attnlab.profile import profile, sample_text
 
     rng = random.Random(seed)
