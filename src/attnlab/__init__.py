@@ -5,7 +5,7 @@ Hugging Face ``transformers`` model whose attention goes through ``AttentionInte
 function (:mod:`attnlab.callable_module`): ``with attnlab.steer(model, ...)`` and ``attnlab.profile(...)``
 work, and so does ``attnlab.steer.selection``.
 """
-from attnlab import collect, profile, steer
+from attnlab import collect, flow, profile, steer
 from attnlab.context import TokenContext
 from attnlab.edits import Edit
 from attnlab.errors import AttnlabError
@@ -19,5 +19,5 @@ from attnlab.steer import ACT, PASTA, HeadScale, InstABoost, SpotLight, Temperat
 __version__ = "0.1.0"
 __all__ = ["ACT", "PASTA", "HeadScale", "InstABoost", "SpotLight", "Temperature", "ZeroTuning", "steer", "Edit",
            "Spans", "SpanInputs", "ModelShape", "profile_sample_text", "AttnlabError", "HeadSet", "Plan",
-           "TokenContext", "collect", "load", "profile", "__version__"]
+           "TokenContext", "collect", "flow", "load", "profile", "__version__"]
 
