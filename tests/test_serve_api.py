@@ -298,3 +298,14 @@ def test_serve_command_binds_loopback_and_warns_for_other_hosts(monkeypatch):
     assert seen["host"] == "0.0.0.0" and "warning" in result.output and "no login" in result.output
     result = CliRunner().invoke(app, ["serve", "tiny", "--max-tokens", "0"])
     assert result.exit_code == 2 and "--max-tokens must be >= 1" in result.output
+
+
+def test_profile_html_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from attnlab.cli import app
+
+    result = CliRunner().invoke(app, ["profile", "tiny", "--text", TEXT, "--html", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "p" / "profile.html").read_text(encoding="utf-8")
+    assert 'id="attnlab-data"' in page and "profile of 1 text(s)" in page

@@ -98,6 +98,8 @@ def profile(
                                        "text, e.g. 'L1' or 'L0H1,L2H0-3' (short texts only)"),
     out: Optional[str] = typer.Option(None, help="output folder (default: attnlab-out/profile-<time>)"),
     overwrite: bool = typer.Option(False, help="replace report files already in --out"),
+    html: bool = typer.Option(False, "--html", help="also write profile.html: the head grid as one self-contained "
+                              "page (the viewer of attnlab serve, read-only; opens without a server)"),
     epsilon: float = typer.Option(0.3, help="Sink ratio threshold (Gu et al.)"),
     truncate: bool = typer.Option(False, help="cut texts longer than the model's positions instead of refusing"),
     batch_size: int = typer.Option(8, min=1),
@@ -106,7 +108,8 @@ def profile(
 ):
     """Profile attention sinks: first-token mass, Sink ratio and entropy per layer and head.
 
-    Writes profile.json (every number, with provenance) and profile_heatmap.png to --out.
+    Writes profile.json (every number, with provenance) and profile_heatmap.png to --out (and profile.html with
+    --html).
     """
     def body():
         import attnlab
@@ -118,7 +121,8 @@ def profile(
         texts = list(text) + [read_text_file(f) for f in file]
         if maps is not None and not maps.strip():
             raise AttnlabError("--maps is empty: name heads like L1 or L0H1,L2H0-3 (or leave --maps out)")
-        names = ["profile.json", "profile_heatmap.png"] + (["attention_maps.png"] if maps else [])
+        names = ["profile.json", "profile_heatmap.png"] + (["attention_maps.png"] if maps else []) + \
+            (["profile.html"] if html else [])
         target = output_dir(out, "profile", names, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -137,6 +141,10 @@ def profile(
         write_folder(target)
         (target / "profile.json").write_text(report.model_dump_json(indent=1))
         profile_heatmap(report, target / "profile_heatmap.png")
+        if html:
+            from attnlab.serve.export import profile_snapshot
+
+            profile_snapshot(report).save(target / "profile.html")
         if maps_of_first is not None:
             attention_maps(maps_of_first.stats["attention_maps"][0], heads, maps_of_first.tokens[0],
                            target / "attention_maps.png")

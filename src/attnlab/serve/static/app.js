@@ -411,6 +411,8 @@ function drawSteer() {
   });
   ctx.fillStyle = "#333";
   ctx.font = "10px sans-serif";
+  const every = Math.ceil(rows.length / 16);
+  for (let l = 0; l < rows.length; l += every) ctx.fillText(`L${l}`, CHART.left + l * slot, CHART.top + CHART.height + 12);
   ctx.fillText(fmt(top), 2, CHART.top + 8);
   ctx.fillText("0", 2, CHART.top + CHART.height);
   ctx.fillText(`attention on the ${s.watched} per layer (mean over heads): grey unsteered, red steered — ${s.method}`,
