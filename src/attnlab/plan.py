@@ -19,7 +19,7 @@ query chunks (:mod:`attnlab.probes.chunked`), so no ``[batch, heads, q, k]`` ten
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -35,13 +35,19 @@ from attnlab.spans import head_name
 @dataclass(frozen=True)
 class Plan:
     """Probes, static edits (with ``edit_heads[i]``, the (layer, head) pairs edit ``i`` acts on) and dynamic
-    edits, applied in every attached forward. Build one for steering with :func:`attnlab.steer.session.build_plan`."""
+    edits, applied in every attached forward. Build one for steering with :func:`attnlab.steer.session.build_plan`.
+
+    ``head_gate`` (``[L, H]``, or ``[B, L, H]`` for one gate per batch row) multiplies each head's attention
+    output after the edits, outside ``no_grad``: the differentiable head mask ``xi`` of Michel et al., "Are Sixteen
+    Heads Really Better than One?" (NeurIPS 2019), whose gradient :mod:`attnlab.heads.importance` reads.
+    """
 
     probes: tuple = ()
     edits: tuple = ()
     dynamic: tuple = ()
     edit_heads: tuple = ()
     chunk_elements: int = 2 ** 22
+    head_gate: torch.Tensor | None = field(default=None, compare=False)
 
     def __post_init__(self):
         for name in ("probes", "edits", "dynamic"):
@@ -52,10 +58,14 @@ class Plan:
                                "with attnlab.steer.session.build_plan, which resolves each edit's heads")
         if not (isinstance(self.chunk_elements, int) and self.chunk_elements >= 1):
             raise AttnlabError(f"chunk_elements must be a positive integer, got {self.chunk_elements!r}")
+        if self.head_gate is not None and not (isinstance(self.head_gate, torch.Tensor) and
+                                               self.head_gate.dim() in (2, 3)):
+            raise AttnlabError("head_gate must be a [layers, heads] (or [batch, layers, heads]) tensor, got "
+                               f"{getattr(self.head_gate, 'shape', type(self.head_gate).__name__)}")
 
     @property
     def is_empty(self) -> bool:
-        return not (self.probes or self.edits or self.dynamic)
+        return not (self.probes or self.edits or self.dynamic) and self.head_gate is None
 
     @property
     def steers(self) -> bool:
@@ -73,8 +83,9 @@ class Plan:
             edits.append({**fields, "heads": [head_name(layer, head) for layer, head in sorted(heads)]})
         dynamic = [{"type": type(d).__name__, **{f.name: _jsonable(getattr(d, f.name)) for f in dataclasses.fields(d)}}
                    for d in self.dynamic]
+        gate = None if self.head_gate is None else list(self.head_gate.shape)
         return {"probes": [p.name for p in self.probes], "edits": edits, "dynamic": dynamic,
-                "chunk_elements": self.chunk_elements}
+                "chunk_elements": self.chunk_elements, "head_gate": gate}
 
 
 def _jsonable(value):

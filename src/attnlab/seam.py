@@ -153,7 +153,18 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
         out = _plain(run, layer, module, query, key, value, attention_mask, scale, causal, dropout, is_causal, kwargs)
     if steering.output_scale is not None:
         out = out * steering.output_scale.transpose(1, 2)[..., None].to(out.dtype)              # [B, Q, H, 1]
+    if run.plan.head_gate is not None:
+        out = out * _layer_gate(run.plan.head_gate, layer, out.shape[2]).to(out)
     return out.contiguous(), None
+
+
+def _layer_gate(gate, layer: int, n_heads: int):
+    """``layer``'s row of the plan's head gate, shaped to multiply a ``[B, Q, H, D]`` output (gradients kept)."""
+    if gate.shape[-2] <= layer or gate.shape[-1] != n_heads:
+        raise AttnlabError(f"head_gate has shape {list(gate.shape)} but layer {layer} has {n_heads} heads: give it "
+                           "[layers, heads] of the model (or [batch, layers, heads])")
+    row = gate[..., layer, :]                                                   # [H] or [B, H]
+    return row[..., None, :, None]                                             # [1, H, 1] or [B, 1, H, 1]
 
 
 def _check_no_unsupported_terms(module, kwargs) -> None:
