@@ -160,6 +160,155 @@ def test_oversized_body_refused_before_reading(tiny):
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
 
+def chunked_post(url: str, path: str, chunks: list[bytes], finish: bool = True) -> tuple[int, dict]:
+    """POST ``chunks`` with Transfer-Encoding: chunked (no Content-Length) on a raw socket; status and JSON body.
+    ``finish=False`` never sends the last (empty) chunk: the answer must come while the body is still open."""
+    port = urlsplit(url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n".encode())
+        for chunk in chunks:
+            sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        if finish:
+            sock.sendall(b"0\r\n\r\n")
+        answer = b""
+        while part := sock.recv(65536):
+            answer += part
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():  # de-chunk the answer
+        plain, rest = b"", body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            plain, rest = plain + rest[:int(size, 16)], rest[int(size, 16) + 2:]
+        body = plain
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_chunked_body_without_length_is_held_to_the_limit(tiny):
+    app = create_app(*tiny, max_body_bytes=1000)
+    with live_server(app) as url:
+        status, answer = chunked_post(url, "/api/analyze", [b'{"text": "', b"a" * 600, b"a" * 600, b'"}'])
+        assert status == 413 and "limit of 1,000 bytes" in answer["error"]
+        status, answer = chunked_post(url, "/api/analyze", [b'{"text": ', b'"' + TEXT.encode() + b'"}'])
+        assert status == 200 and answer["n_tokens"] > 5                     # under the limit: read as usual
+        status, answer = chunked_post(url, "/api/analyze", [b"x" * 400] * 3, finish=False)   # refused mid-body
+        assert status == 413
+        assert httpx_get(url + "/api/status").status_code == 200
+
+
+def httpx_get(url: str):
+    """A GET with httpx (imported here: the serve extra brings it)."""
+    import httpx
+
+    return httpx.get(url, timeout=10)
+
+
+def test_head_role_metrics_are_the_heads_package_computed_once(client, tiny):
+    from attnlab.heads import SCORES, head_scores
+
+    info = client.get("/api/info").json()
+    assert set(info["model_metrics"]) == {f"heads:{name}" for name, spec in SCORES.items() if spec.models != "encoder"}
+    start = time.monotonic()
+    got = client.get("/api/heads").json()
+    first = time.monotonic() - start
+    report = head_scores(*tiny)
+    for name, score in report.scores.items():
+        if score.values is None:
+            assert "heads:" + name not in got["metrics"] and got["notes"]["heads:" + name] == score.note
+        else:
+            assert got["metrics"]["heads:" + name] == score.values, name
+        assert "not on your text" in got["metric_help"]["heads:" + name]
+    start = time.monotonic()
+    assert client.get("/api/heads").json() == got                      # kept: the second answer costs no forward
+    assert time.monotonic() - start < min(1.0, first / 4)
+
+
+def test_long_input_map_response_stays_bounded(tiny):
+    """The longest text tiny takes (512 positions) with a 32-bin map: the answer holds 32 x 32 pooled cells and at
+    most 32 exact rows, never n^2 numbers, and both equal the eager map."""
+    model, tok = tiny
+    limits = views.Limits(map_side=32)
+    client = TestClient(create_app(model, tok, limits=limits), base_url="http://127.0.0.1")
+    words = (attnlab.serve.views.samples()["long haystack"]).split()
+    text = " ".join(words[:400])
+    while len(tok(text)["input_ids"]) > 512:
+        text = text.rsplit(" ", 1)[0]
+    n = len(tok(text)["input_ids"])
+    assert n > 480
+    r = client.post("/api/map", json={"text": text, "layer": 3, "head": 2, "rows": [448, 480]})
+    body = r.json()
+    assert r.status_code == 200 and len(body["values"]) == 32 and all(len(row) == 32 for row in body["values"])
+    assert len(body["rows"]) == 32 and not body["exact"]
+    assert len(r.content) < 24 * (32 * 32 + 32 * n)                    # about 10 bytes a number; n^2 would be 262k
+    maps = attnlab.collect(model, tok, [text], probes=("attention_maps",)).stats["attention_maps"][0][3, 2]
+    e = body["edges"]
+    blocks = torch.tensor([[float(maps[e[i]:e[i + 1], e[j]:e[j + 1]].sum(1).mean()) for j in range(32)]
+                           for i in range(32)])
+    assert torch.allclose(torch.tensor(body["values"]), blocks, atol=1e-4)
+    assert torch.allclose(torch.tensor(body["rows"]), maps[448:480], atol=1e-4)
+    other = client.post("/api/map", json={"text": text, "layer": 3, "head": None}).json()   # the layer is kept
+    assert torch.allclose(torch.tensor(other["values"]), torch.stack(
+        [torch.tensor(client.post("/api/map", json={"text": text, "layer": 3, "head": h}).json()["values"])
+         for h in range(8)]).mean(0), atol=1e-4)
+
+
+def stream_lines(response) -> list[dict]:
+    """The JSON lines of a streamed answer."""
+    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+def test_timeline_streams_one_event_per_token_equal_to_the_plain_answer(client):
+    for body in ({"text": TEXT, "max_new_tokens": 6}, {"text": TEXT, "max_new_tokens": 7,
+                                                      "sink_cache": {"sinks": 2, "window": 8}}):
+        plain = client.post("/api/timeline", json=body).json()
+        r = client.post("/api/timeline/stream", json=body)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
+        events = stream_lines(r)
+        assert [e["type"] for e in events] == ["start"] + ["step"] * len(plain["steps"]) + ["end"]
+        header = {k: v for k, v in events[0].items() if k != "type"}
+        assert header == {k: v for k, v in plain.items() if k != "steps"}
+        assert [{k: v for k, v in e.items() if k != "type"} for e in events[1:-1]] == plain["steps"]
+
+
+def test_timeline_stream_refuses_bad_input_before_streaming(client):
+    for body, status, words in (({"text": TEXT, "max_new_tokens": 0}, 400, "max_new_tokens"),
+                                ({"text": ""}, 400, "empty"),
+                                ({"text": "abc", "sink_cache": {"sinks": 4, "window": 600}}, 400, "positions")):
+        r = client.post("/api/timeline/stream", json=body)
+        assert r.status_code == status and words in r.json()["error"], r.text
+
+
+def test_leaving_a_timeline_stream_cancels_its_generation(tiny, monkeypatch):
+    """A client that reads the first steps and closes the connection stops the generation at the next layer."""
+    model, tok = tiny
+    gate, produced = threading.Event(), []
+    real = views.timeline_events
+
+    def slowed(*args, **kwargs):
+        for i, event in enumerate(real(*args, **kwargs)):
+            produced.append(event)
+            yield event
+            if i == 2:
+                gate.wait(20)                           # holds the generation after two steps until the client left
+    monkeypatch.setattr(views, "timeline_events", slowed)
+    app = create_app(model, tok)
+    with live_server(app) as url:
+        body = json.dumps({"text": TEXT, "max_new_tokens": 40}).encode()
+        with socket.create_connection(("127.0.0.1", urlsplit(url).port), timeout=30) as sock:
+            sock.sendall(b"POST /api/timeline/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            seen = b""
+            while seen.count(b'"type":"step"') < 2:
+                seen += sock.recv(65536)
+        time.sleep(1.0)                                  # the server polls for the disconnect every 0.1 s
+        gate.set()
+        deadline = time.monotonic() + 20
+        while app.state.jobs.status()["cancelled"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.jobs.status()["cancelled"] == 1 and app.state.jobs.status()["completed"] == 0
+        assert len(produced) == 3                      # the header and two steps: generation stopped there
+
+
 def test_queue_is_bounded_and_says_busy(tiny):
     model, tok = tiny
     app = create_app(model, tok, limits=views.Limits(max_waiting=1))
@@ -281,6 +430,24 @@ def test_profile_snapshot_is_self_contained(tiny):
     data = page.split('<script id="attnlab-data" type="application/json">')[1].split("</script>")[0]
     assert json.loads(data)["analysis"]["metrics"]["first_token_mass"] == report.summary.first_token_mass
     assert profile_snapshot(report)._repr_html_().startswith("<iframe srcdoc=")
+
+
+def test_report_displays_itself_in_jupyter_without_fastapi(tiny, tmp_path):
+    """Report._repr_html_ is the head grid's snapshot, and it needs no serve extra (fastapi made unimportable)."""
+    import subprocess
+    import sys
+
+    report = attnlab.profile(tiny[0], [TEXT], tokenizer=tiny[1])
+    shown = report._repr_html_()
+    assert shown == profile_snapshot(report)._repr_html_() and shown.startswith("<iframe srcdoc=")
+    (tmp_path / "report.json").write_text(report.model_dump_json(), encoding="utf-8")
+    script = ("import sys; sys.modules['fastapi'] = None; sys.modules['uvicorn'] = None\n"
+              "from attnlab.report.schema import Report\n"
+              f"r = Report.model_validate_json(open({str(tmp_path / 'report.json')!r}).read())\n"
+              "print(r._repr_html_() == sys.stdin.read(), 'fastapi' in sys.modules and sys.modules['fastapi'] is None)")
+    done = subprocess.run([sys.executable, "-c", script], input=shown, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
 
 
 def test_serve_command_binds_loopback_and_warns_for_other_hosts(monkeypatch):

@@ -75,3 +75,9 @@ class Report(BaseModel):
     settings: dict
     summary: Summary
     texts: list[TextReport]
+
+    def _repr_html_(self) -> str:
+        """In Jupyter, the report shows itself as the viewer's head grid (a sandboxed, self-contained page)."""
+        from attnlab.serve.export import profile_snapshot
+
+        return profile_snapshot(self)._repr_html_()

@@ -1,18 +1,22 @@
 """The viewer's web app: the page, its JSON API, and the guards around them.
 
-:func:`create_app` serves one model. Heavy requests (analyze, map, steer, timeline) go through
-:class:`attnlab.serve.jobs.Jobs` (one at a time, a bounded queue, cancelled when their client disconnects);
-results of analyze and map are kept in a small LRU so that hovering and re-clicking cost nothing. Every error is
-one JSON line, ``{"error": "..."}`` with a 4xx status (503 when busy), never a stack trace.
+:func:`create_app` serves one model. Heavy requests (analyze, map, steer, timeline, the model's head-role scores)
+go through :class:`attnlab.serve.jobs.Jobs` (one at a time, a bounded queue, cancelled when their client
+disconnects); results of analyze and map are kept in a small LRU so that hovering and re-clicking cost nothing, each
+layer's pooled maps (every head) are kept so that clicking through a layer's heads costs no forward, and the
+head-role scores are kept for the server's life. The timeline also streams, one JSON line per generated token. Every error
+is one JSON line, ``{"error": "..."}`` with a 4xx status (503 when busy), never a stack trace.
 
 Guards: requests whose ``Host`` header is not one of this server's names are refused (DNS rebinding), and so are
 cross-site requests (an ``Origin`` of another host); request bodies over ``max_body_bytes`` are refused before
-they are read; the only files served are the three static files of the package, read at start.
+they are read, or, sent chunked without a length, as soon as they pass the limit; the only files served are the
+three static files of the package, read at start.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -23,7 +27,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -33,6 +37,7 @@ from attnlab.serve.export import standalone_html, static_files
 from attnlab.serve.jobs import Busy, Cancelled, Jobs
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAP_CACHE_BYTES = 128 * 1024 ** 2       # pooled maps kept, per (text, layer), for clicking through heads
 CONTENT_TYPES = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
@@ -93,15 +98,26 @@ def host_name(value: str) -> str:
 
 
 class Guard:
-    """ASGI middleware: refuse foreign ``Host`` headers, cross-site ``Origin`` headers and oversized bodies."""
+    """ASGI middleware: refuse foreign ``Host`` headers, cross-site ``Origin`` headers and oversized bodies.
+
+    A body with a ``Content-Length`` over the limit is refused before it is read; a body without one (sent with
+    ``Transfer-Encoding: chunked``) is read here up to the limit and refused as soon as it passes it, then handed
+    to the app as if it had just arrived.
+    """
 
     def __init__(self, app, hosts: tuple[str, ...], max_body_bytes: int) -> None:
         self.app, self.hosts, self.max_body_bytes = app, {h.lower() for h in hosts}, max_body_bytes
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
             refusal = self.refusal(headers)
+            if refusal is None and "content-length" not in headers:
+                body, complete = await self.read_body(receive)
+                if not complete:
+                    refusal = self.too_large()
+                else:
+                    receive = replay(body, receive)
             if refusal is not None:
                 await refusal(scope, receive, send)
                 return
@@ -116,10 +132,42 @@ class Guard:
         origin = headers.get("origin")
         if origin is not None and host_name(urlsplit(origin).netloc) not in self.hosts:
             return error(403, f"refused: a request from the page of another site ({origin})")
-        length = headers.get("content-length", "0")
-        if not length.isdigit() or int(length) > self.max_body_bytes:
-            return error(413, f"the request body is over this server's limit of {self.max_body_bytes:,} bytes")
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            return self.too_large()
         return None
+
+    def too_large(self) -> JSONResponse:
+        """The 413 answer to a body over the limit."""
+        return error(413, f"the request body is over this server's limit of {self.max_body_bytes:,} bytes")
+
+    async def read_body(self, receive) -> tuple[bytes, bool]:
+        """The body of a request without ``Content-Length``, and whether it ended within the limit (reading stops
+        at the first chunk past it)."""
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"", True                     # the client left: the app sees an empty body and ends
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                return b"", False
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(parts), True
+
+
+def replay(body: bytes, receive):
+    """An ASGI ``receive`` that gives ``body`` (already read) once, then whatever the client sends next."""
+    sent = False
+
+    async def again():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return again
 
 
 class ResultCache:
@@ -149,6 +197,16 @@ class ResultCache:
                 self.items.popitem(last=False)
 
 
+def json_line(data: dict) -> bytes:
+    """One line of newline-delimited JSON."""
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def layer_key(text: str, layer) -> str:
+    """A digest of a text and a layer: the key of that layer's pooled maps."""
+    return hashlib.sha256(f"{layer}\n{text}".encode("utf-8")).hexdigest()
+
+
 def validation_message(exc: RequestValidationError) -> str:
     """The first problem of a request body in one line: ``layer: Input should be a valid integer``."""
     first = exc.errors()[0] if exc.errors() else {}
@@ -172,13 +230,15 @@ def create_app(model, tokenizer, *, name: str | None = None, limits: views.Limit
     jobs = Jobs(model, max_waiting=limits.max_waiting)
     cache = ResultCache()
     shape = ModelShape.of(model)
+    map_bytes = 4 * shape.n_heads * limits.map_side ** 2
+    layer_maps = ResultCache(size=max(2, MAP_CACHE_BYTES // map_bytes))    # (text, layer) -> H x side^2 numbers
     info = {"model": {"name": name or getattr(model, "attnlab_source", type(model).__name__),
                       "architecture": type(model).__name__, "layers": shape.n_layers, "heads": shape.n_heads,
                       "can_generate": bool(model.can_generate()), "chat_template": has_chat_template(tokenizer)},
             "limits": {"max_text_bytes": limits.max_text_bytes, "max_tokens": views.token_limit(model, limits),
                        "map_side": limits.map_side, "max_new_tokens": limits.max_new_tokens,
                        "max_rows": views.MAX_ROWS},
-            "metrics": views.METRICS, "methods": [registry.describe(m) for m in registry.METHODS],
+            "metrics": views.METRICS, "model_metrics": views.head_role_names(model), "methods": [registry.describe(m) for m in registry.METHODS],
             "samples": views.samples()}
     @asynccontextmanager
     async def lifespan(app):
@@ -208,7 +268,7 @@ def create_app(model, tokenizer, *, name: str | None = None, limits: views.Limit
         log.exception("attnlab serve: %s failed", request.url.path)
         return error(500, f"internal error ({type(exc).__name__}); the server goes on: see its log")
 
-    async def run_job(request: Request, kind: str, body: BaseModel, fn, cached: bool = False):
+    async def run_job(request: Request, kind: str, body: BaseModel | None, fn, cached: bool = False):
         """Run ``fn`` as a job; cancel it if the client disconnects while it waits or runs."""
         key = ResultCache.key(kind, body) if cached else None
         if key is not None and (hit := cache.get(key)) is not None:
@@ -263,11 +323,35 @@ def create_app(model, tokenizer, *, name: str | None = None, limits: views.Limit
         return await run_job(request, "analyze", body,
                              lambda: views.analyze(model, tokenizer, body.text, body.span, limits), cached=True)
 
+    roles: dict = {}
+
+    @app.get("/api/heads")
+    async def api_heads(request: Request):
+        """The model's head-role scores (:mod:`attnlab.heads`) as grid metrics: computed on the first request (a
+        job like any other), then kept for the life of the server."""
+        def head_roles():
+            if "result" not in roles:           # jobs run one at a time: a second request finds the first's result
+                roles["result"] = views.head_roles(model, tokenizer)
+            return roles["result"]
+        if "result" in roles:
+            return roles["result"]
+        return await run_job(request, "heads", None, head_roles)
+
     @app.post("/api/map")
     async def api_map(body: MapRequest, request: Request):
-        """One head's (or a layer's mean) attention map, pooled past ``map_side`` tokens, and exact rows."""
-        return await run_job(request, "map", body, lambda: views.attention_map(
-            model, tokenizer, body.text, body.layer, body.head, body.rows, limits), cached=True)
+        """One head's (or a layer's mean) attention map, pooled past ``map_side`` tokens, and exact rows.
+
+        The first request on a layer of a text pools every head of that layer in one forward that stops after it,
+        and the server keeps them (up to ``MAP_CACHE_BYTES``): clicking through that layer's heads costs no
+        forward; exact rows of a pooled map cost one, up to the layer asked for."""
+        def attention_map():
+            key = layer_key(body.text, body.layer)
+            maps = layer_maps.get(key)
+            if maps is None:
+                maps = views.layer_maps(model, tokenizer, body.text, body.layer, limits)
+                layer_maps.put(key, maps)
+            return views.attention_map(model, tokenizer, body.text, body.layer, body.head, body.rows, limits, maps)
+        return await run_job(request, "map", body, attention_map, cached=True)
 
     @app.post("/api/steer")
     async def api_steer(body: SteerRequest, request: Request):
@@ -282,6 +366,63 @@ def create_app(model, tokenizer, *, name: str | None = None, limits: views.Limit
         sink = body.sink_cache.model_dump() if body.sink_cache is not None else None
         return await run_job(request, "timeline", body, lambda: views.timeline(
             model, tokenizer, body.text, body.max_new_tokens, body.chat, sink, limits))
+
+    @app.post("/api/timeline/stream")
+    async def api_timeline_stream(body: TimelineRequest, request: Request):
+        """The timeline as it is generated: newline-delimited JSON, a ``start`` line (the header), one ``step``
+        line per generated token as soon as it is computed, then ``end`` (or ``error``). Bad input is answered
+        before the stream, as a 4xx JSON error; a client that leaves cancels the generation."""
+        sink = body.sink_cache.model_dump() if body.sink_cache is not None else None
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def generate():
+            for event in views.timeline_events(model, tokenizer, body.text, body.max_new_tokens, body.chat, sink,
+                                               limits):
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+        job = jobs.submit(generate)
+        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, None))
+
+        async def next_event():
+            """The job's next event (None once it ended), or Cancelled when the client left while waiting."""
+            while True:
+                try:
+                    return await asyncio.wait_for(events.get(), timeout=0.1)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        job.cancel()
+                        raise Cancelled from None
+
+        try:
+            header = await next_event()
+        except Cancelled:
+            return Response(status_code=499)
+        if header is None:                      # the job ended before its header: bad input (or cancelled)
+            exc = job.future.exception()
+            if isinstance(exc, Cancelled):
+                return error(503, "the job was cancelled")
+            raise exc
+
+        async def lines():
+            try:
+                yield json_line({"type": "start", **header})
+                while (event := await next_event()) is not None:
+                    yield json_line({"type": "step", **event})
+                exc = job.future.exception()
+                if exc is None:
+                    yield json_line({"type": "end"})
+                else:
+                    if not isinstance(exc, (AttnlabError, Cancelled)):
+                        log.error("attnlab serve: the timeline stream failed", exc_info=exc)
+                    yield json_line({"type": "error", "error": str(exc) if isinstance(exc, AttnlabError) else
+                                     f"internal error ({type(exc).__name__}); the server goes on: see its log"})
+            except Cancelled:
+                pass
+            finally:
+                job.cancel()                    # the client left mid-stream: stop at the next layer
+        return StreamingResponse(lines(), media_type="application/x-ndjson",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.post("/api/export")
     async def api_export(body: ExportRequest):

@@ -53,6 +53,7 @@ class Snapshot:
         return path
 
     def _repr_html_(self) -> str:
+        """Jupyter's rich display: the page in a sandboxed iframe (the notebook's styles and scripts stay out)."""
         return (f'<iframe srcdoc="{html.escape(self.html(), quote=True)}" style="width:100%;height:720px;border:0" '
                 'sandbox="allow-scripts allow-downloads"></iframe>')
 

@@ -1,9 +1,10 @@
 """What the viewer shows, computed with attnlab's chunked probes: the head grid, attention maps, steering side by
 side and the generation timeline. Every function takes the model and plain values and returns JSON-ready data.
 
-No view ever builds an ``n x n`` array for a long input: :class:`MapProbe` pools one layer's attention into at most
-``side x side`` bins while the probabilities stream by in query chunks, and keeps exact rows only for the queries
-asked for (the rows in view). The forward stops once the layer asked for is measured.
+No view ever builds an ``n x n`` array for a long input: :class:`PooledMaps` pools one layer's attention, every head,
+into at most ``side x side`` bins while the probabilities stream by in query chunks, and exact rows are computed
+only for the queries asked for (the rows in view). Both come from a forward that measures that one layer and stops
+there (:class:`MeasureOneLayer`): the layers before it run on the plain SDPA kernel, the layers after it not at all.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ METRICS = {
     "previous_token": "mean attention on the previous token (a head-role score)",
     "span_mass": "mean attention on the selected span",
 }
+HEAD_ROLE_PREFIX = "heads:"   # metrics of the model (attnlab.heads), not of the user's text
 MAX_ROWS = 32          # exact query rows one map request may ask for
 
 
@@ -70,61 +72,138 @@ class PreviousTokenMass(Probe):
 
 
 class LayerDone(Exception):
-    """Raised by :class:`MapProbe` when the forward reaches the layer after the one it measures: stop there."""
+    """Raised by :class:`LayerRows` once its layer is measured: the forward stops there."""
 
 
-class MapProbe(Probe):
-    """One layer's attention, one head or the mean of its heads, pooled into at most ``side x side`` bins.
+def pool_edges(n: int, side: int) -> torch.Tensor:
+    """The ``min(side, n) + 1`` bin edges that cut ``n`` positions into near-equal runs (one token per bin when
+    ``n <= side``)."""
+    return torch.linspace(0, n, min(side, n) + 1).round().long()
+
+
+class PooledMaps(Probe):
+    """A layer's attention, every head, pooled into at most ``side x side`` bins.
 
     Cell ``(r, c)`` is the attention the queries of bin ``r`` put on the keys of bin ``c`` (summed over those
     keys, averaged over those queries), so each row of bins sums to 1, as a row of the exact map does; with
-    ``side >= n`` the bins are single tokens and the map is exact. Queries ``rows = (start, stop)`` are also
-    kept exactly (the rows in view). Memory: ``side^2 + rows x n`` numbers, never ``n^2``.
+    ``side >= n`` the bins are single tokens and the maps are exact. A layer's mean map is the mean of its heads'
+    (pooling is linear). Keys are summed per bin through a cumulative sum, one query chunk at a time; memory:
+    ``heads x side^2`` numbers per layer, never ``n^2``.
     """
 
-    name = "attention_map"
+    name = "attention_maps_pooled"
 
-    def __init__(self, layer: int, head: int | None, side: int, rows: tuple[int, int] | None) -> None:
-        self.layer, self.head, self.side, self.rows = layer, head, side, rows
+    def __init__(self, side: int) -> None:
+        self.side = side
         super().__init__()
 
     def reset(self) -> None:
-        self.grid = self.counts_q = self.exact = None
+        self.grids: dict[int, torch.Tensor] = {}
 
     def begin_layer(self, layer, batch, heads, q_len, k_len, context, valid) -> None:
-        if layer > self.layer:
-            raise LayerDone
         super().begin_layer(layer, batch, heads, q_len, k_len, context, valid)
-        if layer != self.layer:
-            return
-        self.n = k_len
-        bins = min(self.side, k_len)
-        self.edges = torch.linspace(0, k_len, bins + 1).round().long()
-        self.bin_of = torch.bucketize(torch.arange(k_len), self.edges[1:], right=True)        # token -> bin
-        self.grid = torch.zeros(bins, bins)
-        self.counts_q = torch.zeros(bins)
-        self.exact = []
+        self.edges = pool_edges(k_len, self.side)
+        self.bin_of = torch.bucketize(torch.arange(k_len), self.edges[1:], right=True)         # token -> bin
+        self.grids[layer] = torch.zeros(heads, len(self.edges) - 1, len(self.edges) - 1)
 
     def update(self, layer, start, probs, allowed, q_valid) -> None:
-        if layer != self.layer:
-            return
-        p = probs[0, self.head] if self.head is not None else probs[0].mean(0)                 # [c, K]
-        c = p.shape[0]
-        pooled = torch.zeros(c, self.grid.shape[1]).index_add_(1, self.bin_of, p)              # [c, bins]
-        q_bins = self.bin_of[start + self.q_offset:start + self.q_offset + c]
-        self.grid.index_add_(0, q_bins, pooled)
-        self.counts_q.index_add_(0, q_bins, torch.ones(c))
-        if self.rows is not None:
-            a, z = max(self.rows[0], start), min(self.rows[1], start + c)
-            if a < z:
-                self.exact.append(p[a - start:z - start])
+        p = probs[0]                                                                           # [H, c, K]
+        total = torch.nn.functional.pad(p.cumsum(-1), (1, 0))                                  # [H, c, K + 1]
+        pooled = total[..., self.edges[1:]] - total[..., self.edges[:-1]]                      # [H, c, bins]
+        q_bins = self.bin_of[start + self.q_offset:start + self.q_offset + p.shape[1]]
+        self.grids[layer].index_add_(1, q_bins, pooled)
 
-    def result(self) -> dict:
-        """The pooled map, its bin edges and the exact rows asked for."""
-        grid = self.grid / self.counts_q.clamp(min=1)[:, None]
-        rows = torch.cat(self.exact) if self.exact else torch.zeros(0, self.n)
-        return {"edges": self.edges.tolist(), "values": _round(grid), "exact": len(self.edges) - 1 == self.n,
-                "rows": _round(rows)}
+    def layer_result(self, layer: int) -> "MapSet":
+        """``layer``'s pooled maps, ``[H, bins, bins]``, with their bin edges."""
+        per_bin = torch.diff(self.edges).clamp(min=1).float()                                  # queries per bin
+        return MapSet(maps=self.grids[layer] / per_bin[:, None], edges=self.edges)
+
+
+@dataclass(frozen=True)
+class MapSet:
+    """One layer's pooled attention maps of one text (``[heads, bins, bins]``) and their bin edges: what the map
+    view shows, computed by the first map request on that layer and kept by the server."""
+
+    maps: torch.Tensor
+    edges: torch.Tensor
+
+    @property
+    def exact(self) -> bool:
+        """Whether every bin is one token (the text fits in ``map_side``)."""
+        return bool((torch.diff(self.edges) == 1).all())
+
+    def view(self, head: int | None) -> torch.Tensor:
+        """One head's pooled map, or the mean of the layer's heads (``head`` None)."""
+        return self.maps[head] if head is not None else self.maps.mean(0)
+
+
+class LayerRows(Probe):
+    """The exact attention rows of queries ``[start, stop)`` in one layer, mean over the heads it is fed."""
+
+    name = "attention_rows"
+
+    def __init__(self, rows: tuple[int, int]) -> None:
+        self.rows = rows
+        super().__init__()
+
+    def reset(self) -> None:
+        self.parts: list[torch.Tensor] = []
+
+    def update(self, layer, start, probs, allowed, q_valid) -> None:
+        a, z = max(self.rows[0], start), min(self.rows[1], start + probs.shape[2])
+        if a < z:
+            self.parts.append(probs[0, :, a - start:z - start].mean(0))                     # [rows, K]
+
+    def layer_result(self, layer: int) -> torch.Tensor:
+        return torch.cat(self.parts)
+
+
+@dataclass(frozen=True)
+class MeasureOneLayer:
+    """A dynamic edit (:mod:`attnlab.dynamic`) that steers nothing: it feeds one layer's attention (one head, or
+    all) to ``probe`` and stops the forward there, so every other layer runs on the plain SDPA kernel and the
+    layers after it not at all."""
+
+    layer: int
+    head: int | None
+    probe: Probe
+
+    def layer_bias(self, view):
+        """Measure at :attr:`layer` (then raise :class:`LayerDone`); leave every layer alone."""
+        if view.layer == self.layer:
+            view.measure(self.probe, heads=None if self.head is None else [self.head])
+            raise LayerDone
+        return None
+
+
+def measure_one_layer(model, enc, layer: int, head: int | None, probe: Probe, keep: int | None = None):
+    """Feed ``layer``'s attention (``head`` only, or every head) of the encoded text to ``probe`` and return its
+    ``layer_result``: one forward, plain SDPA before that layer, stopped after it. ``keep``: read only the first
+    ``keep`` tokens (for a causal model, later ones cannot change the attention of earlier queries)."""
+    from attnlab import seam
+    from attnlab.collect import model_inputs
+    from attnlab.context import TokenContext
+    from attnlab.plan import Plan
+
+    ids, mask = enc.input_ids[:, :keep], enc.attention_mask[:, :keep]
+    base = getattr(model, "base_model", model)
+    plan = Plan(dynamic=[MeasureOneLayer(layer, head, probe)])
+    with seam.attached(model, plan, TokenContext(valid=mask.bool())), torch.no_grad():
+        try:
+            base(**model_inputs(base, ids, mask, next(model.parameters()).device))
+        except LayerDone:
+            pass
+    return probe.layer_result(layer)
+
+
+def exact_rows(model, enc, layer: int, head: int | None, rows: tuple[int, int]) -> torch.Tensor:
+    """The exact attention rows ``[start, stop)`` of ``layer`` (``head``, or the mean of its heads), ``[rows, n]``,
+    from :func:`measure_one_layer`; a causal model reads only the first ``stop`` tokens, and the rows are padded
+    with zeros (keys they cannot see) to the text's length."""
+    n = enc.input_ids.shape[1]
+    keep = rows[1] if ModelShape.of(model).causal else n
+    got = measure_one_layer(model, enc, layer, head, LayerRows(rows), keep)
+    return torch.nn.functional.pad(got, (0, n - got.shape[1]))
 
 
 def _round(t: torch.Tensor, digits: int = 5) -> list:
@@ -196,6 +275,47 @@ def analyze(model, tokenizer, text: str, span=None, limits: Limits = Limits()) -
             "metric_help": {k: METRICS[k] for k in metrics}}
 
 
+def layer_maps(model, tokenizer, text: str, layer: int, limits: Limits = Limits()) -> MapSet:
+    """Every head's attention map of ``text`` in ``layer``, pooled to ``limits.map_side`` bins (one forward that
+    stops after the layer)."""
+    layer, _ = check_head(model, layer, None)
+    return measure_one_layer(model, encode_text(model, tokenizer, text, limits), layer, None,
+                             PooledMaps(limits.map_side))
+
+
+def head_role_names(model) -> dict[str, str]:
+    """The head-role scores of :mod:`attnlab.heads` that apply to ``model``, as grid metrics: ``heads:<score>`` ->
+    its definition (listed by the page before they are computed)."""
+    from attnlab.heads import SCORES
+
+    kind = "causal" if ModelShape.of(model).causal else "encoder"
+    return {HEAD_ROLE_PREFIX + name: spec.description for name, spec in SCORES.items() if spec.models in ("all", kind)}
+
+
+def head_roles(model, tokenizer) -> dict:
+    """Every head-role score of ``model`` (:func:`attnlab.heads.head_scores`, default settings) as grid metrics.
+
+    These are properties of the model measured on synthetic inputs (repeated random tokens, needle copies, the
+    built-in prose), not of the user's text: the server computes them once, on the first request, and keeps them.
+    A score that could not be measured (no needle copied, say) has no values, and its note says why.
+    """
+    from attnlab.heads import head_scores
+
+    report = head_scores(model, tokenizer)
+    metrics, help_, notes = {}, {}, {}
+    for name, score in report.scores.items():
+        key = HEAD_ROLE_PREFIX + name
+        help_[key] = (f"{score.description} (model property, measured once on {score.inputs}, not on your text; "
+                      f"{score.reference})")
+        if score.values is None:
+            notes[key] = score.note or "could not be measured on this model"
+        else:
+            metrics[key] = score.values
+    return {"metrics": metrics, "metric_help": help_, "notes": notes, "flagged": {
+        HEAD_ROLE_PREFIX + name: score.flagged for name, score in report.scores.items() if score.flagged},
+            "seconds": round(sum(report.runtime_s.values()), 1)}
+
+
 def check_head(model, layer, head) -> tuple[int, int | None]:
     """``(layer, head)`` sent by the page, checked against the model (``head`` None: the layer's mean)."""
     shape = ModelShape.of(model)
@@ -207,9 +327,13 @@ def check_head(model, layer, head) -> tuple[int, int | None]:
 
 
 def attention_map(model, tokenizer, text: str, layer: int, head: int | None = None, rows=None,
-                  limits: Limits = Limits()) -> dict:
+                  limits: Limits = Limits(), maps: MapSet | None = None) -> dict:
     """One head's (or a layer's mean) attention map of ``text``: pooled to ``limits.map_side`` bins when longer,
-    plus the exact query rows ``rows = [start, stop)`` (at most :data:`MAX_ROWS`)."""
+    plus the exact query rows ``rows = [start, stop)`` (at most :data:`MAX_ROWS`).
+
+    ``maps`` are the layer's pooled maps of this text if already computed (:func:`layer_maps`); without them they
+    are computed here. Exact rows of a pooled map cost one forward up to ``layer`` that measures only it.
+    """
     layer, head = check_head(model, layer, head)
     enc = encode_text(model, tokenizer, text, limits)
     n = enc.input_ids.shape[1]
@@ -220,13 +344,18 @@ def attention_map(model, tokenizer, text: str, layer: int, head: int | None = No
         if not (0 <= rows[0] < rows[1] <= n) or rows[1] - rows[0] > MAX_ROWS:
             raise AttnlabError(f"rows {list(rows)} are outside the text's {n} tokens or more than {MAX_ROWS}: ask "
                                f"for at most {MAX_ROWS} rows within 0-{n}")
-    probe = MapProbe(layer, head, limits.map_side, tuple(rows) if rows else None)
-    try:
-        forward_with_probes(model, enc.input_ids, enc.attention_mask, [probe])
-    except LayerDone:
-        pass
+    if maps is None or maps.edges[-1] != n or len(maps.edges) - 1 != min(n, limits.map_side):
+        maps = layer_maps(model, tokenizer, text, layer, limits)
+    grid = maps.view(head)
+    if rows is None:
+        exact = torch.zeros(0, n)
+    elif maps.exact:
+        exact = grid[rows[0]:rows[1]]
+    else:
+        exact = exact_rows(model, enc, layer, head, tuple(rows))
     return {"layer": layer, "head": head, "name": head_name(layer, head) if head is not None else f"L{layer} mean",
-            "n_tokens": n, "rows_start": rows[0] if rows else None, **probe.result()}
+            "n_tokens": n, "rows_start": rows[0] if rows else None, "edges": maps.edges.tolist(),
+            "values": _round(grid), "exact": maps.exact, "rows": _round(exact)}
 
 
 def steer_side_by_side(model, tokenizer, text: str, method: str, settings: dict, span=None,
@@ -310,11 +439,13 @@ class StepAttention(Probe):
         return [self.layers[layer] for layer in sorted(self.layers)]
 
 
-def timeline(model, tokenizer, text: str, max_new_tokens: int = 24, chat: bool | None = None,
-             sink_cache: dict | None = None, limits: Limits = Limits()) -> dict:
-    """Generate greedily from ``text``, one token at a time, recording per step and layer where the new token's
+def timeline_events(model, tokenizer, text: str, max_new_tokens: int = 24, chat: bool | None = None,
+                    sink_cache: dict | None = None, limits: Limits = Limits()):
+    """Generate greedily from ``text``, one token at a time, yielding first the timeline's header (prompt tokens,
+    template, cache, layers) and then, as each token is generated, its step: the token and, per layer, where its
     query attends (prompt, generated text, sink; lookback ratio). With ``sink_cache = {"sinks": s, "window": w}``
     generation goes through a :class:`attnlab.cache.SinkCache`, and each step says which text positions it keeps.
+    Bad input is refused (one-line :class:`AttnlabError`) before the header.
     """
     from transformers import DynamicCache
 
@@ -342,22 +473,28 @@ def timeline(model, tokenizer, text: str, max_new_tokens: int = 24, chat: bool |
     n_prompt = ids.shape[1]
     device = next(model.parameters()).device
     labels = tokenizer.convert_ids_to_tokens(ids[0].tolist())
-    steps, step_ids = [], ids
+    yield {"prompt_tokens": labels, "n_prompt": n_prompt, "chat": chat, "sink_cache": sink_cache,
+           "layers": ModelShape.of(model).n_layers}
+    step_ids = ids
     context = TokenContext(valid=torch.ones(1, n_prompt, dtype=torch.bool), cache=cache)
     eos = tokenizer.eos_token_id
-    with torch.no_grad():
-        for _ in range(max_new_tokens):
-            probe = StepAttention(n_prompt)
-            with seam.attached(model, Plan(probes=[probe]), context):
-                out = model(input_ids=step_ids.to(device), past_key_values=cache, use_cache=True)
-            token = int(out.logits[0, -1].argmax())
-            steps.append({"token": tokenizer.decode([token]), "layers": probe.result(),
-                          "kept": probe.kept if sink_cache is not None else None})
-            if token == eos:
-                break
-            step_ids = torch.tensor([[token]])
-    return {"prompt_tokens": labels, "n_prompt": n_prompt, "chat": chat, "steps": steps,
-            "sink_cache": sink_cache, "layers": ModelShape.of(model).n_layers}
+    for _ in range(max_new_tokens):
+        probe = StepAttention(n_prompt)
+        with seam.attached(model, Plan(probes=[probe]), context), torch.no_grad():
+            out = model(input_ids=step_ids.to(device), past_key_values=cache, use_cache=True)
+        token = int(out.logits[0, -1].argmax())
+        yield {"token": tokenizer.decode([token]), "layers": probe.result(),
+               "kept": probe.kept if sink_cache is not None else None}
+        if token == eos:
+            break
+        step_ids = torch.tensor([[token]])
+
+
+def timeline(model, tokenizer, text: str, max_new_tokens: int = 24, chat: bool | None = None,
+             sink_cache: dict | None = None, limits: Limits = Limits()) -> dict:
+    """The whole generation timeline of :func:`timeline_events` at once: its header and ``steps``."""
+    events = timeline_events(model, tokenizer, text, max_new_tokens, chat, sink_cache, limits)
+    return {**next(events), "steps": list(events)}
 
 
 def _whole(values: dict, key: str) -> int:

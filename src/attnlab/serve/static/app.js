@@ -4,7 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = {
-  model: null, text: "", analysis: null, map: null, steer: null, timeline: null,
+  model: null, text: "", analysis: null, heads: null, map: null, steer: null, timeline: null,
   metric: "first_token_mass", layer: 0, head: 0, mean: false, span: null, title: null,
 };
 let info = null;
@@ -13,6 +13,8 @@ let pending = 0;
 const rowCache = new Map();
 const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 const MASS_METRICS = new Set(["first_token_mass", "normalized_entropy", "previous_token"]);
+const ROLE = "heads:";    // head-role scores: properties of the model (computed once by the server), not of the text
+const UNBOUNDED_ROLES = new Set(["heads:mean_distance", "heads:output_norm"]);
 
 function colour(t) {
   const x = Math.min(1, Math.max(0, Number.isFinite(t) ? t : 0)) * (VIRIDIS.length - 1);
@@ -135,19 +137,57 @@ function markSpan() {
 
 const GRID = { left: 34, top: 18 };
 
+// The head-role metrics the page can offer: every one the server lists, or those a snapshot carries.
+function roleNames() {
+  if (info) return info.model_metrics || {};
+  return state.heads ? state.heads.metric_help : {};
+}
+
 function fillMetrics() {
   const select = $("metric");
   select.textContent = "";
-  for (const name of Object.keys(state.analysis.metrics)) {
-    const option = document.createElement("option");
-    option.value = name;
-    option.textContent = name;
-    select.appendChild(option);
+  const group = (label, names) => {
+    const holder = document.createElement("optgroup");
+    holder.label = label;
+    for (const name of names) {
+      const option = document.createElement("option");
+      option.value = name;
+      option.textContent = name;
+      holder.appendChild(option);
+    }
+    if (names.length) select.appendChild(holder);
+  };
+  group("on this text", Object.keys(state.analysis.metrics));
+  group("head roles of the model (computed once)", Object.keys(roleNames()));
+  if (metricValues(state.metric) === undefined && !(state.metric in roleNames())) {
+    state.metric = Object.keys(state.analysis.metrics)[0];
   }
-  if (!(state.metric in state.analysis.metrics)) state.metric = Object.keys(state.analysis.metrics)[0];
   select.value = state.metric;
-  const help = state.analysis.metric_help || {};
-  $("grid-help").textContent = help[state.metric] || "";
+  $("grid-help").textContent = metricHelp();
+}
+
+// The [layer][head] values of a metric: the text's analysis, or the model's head roles once fetched.
+function metricValues(name) {
+  if (name.startsWith(ROLE)) return state.heads ? state.heads.metrics[name] : undefined;
+  return state.analysis ? state.analysis.metrics[name] : undefined;
+}
+
+function metricHelp() {
+  if (!state.metric.startsWith(ROLE)) return (state.analysis.metric_help || {})[state.metric] || "";
+  if (!state.heads) return `${roleNames()[state.metric] || ""} — a property of the model, computed once on synthetic inputs`;
+  const note = state.heads.notes[state.metric];
+  return (state.heads.metric_help[state.metric] || "") + (note ? ` — not measured: ${note}` : "") +
+    ` — computed once by the server (${state.heads.seconds} s), then kept`;
+}
+
+// Choosing a head-role metric fetches the model's scores the first time (slow once; kept by the server).
+async function chooseMetric(name) {
+  state.metric = name;
+  if (name.startsWith(ROLE) && !state.heads && !snapshot) {
+    $("grid-help").textContent = "computing the model's head-role scores (once for this server)…";
+    state.heads = await api("heads");
+  }
+  drawGrid();
 }
 
 function gridGeometry() {
@@ -159,6 +199,7 @@ function gridGeometry() {
 
 function metricRange(values) {
   if (MASS_METRICS.has(state.metric) || state.metric.startsWith("span_mass")) return [0, 1];
+  if (state.metric.startsWith(ROLE) && !UNBOUNDED_ROLES.has(state.metric)) return [0, 1];
   const flat = values.flat();
   return [Math.min(...flat), Math.max(...flat)];
 }
@@ -169,10 +210,12 @@ function drawGrid() {
   const canvas = $("grid"), g = gridGeometry(), ctx = canvas.getContext("2d");
   canvas.width = g.width;
   canvas.height = g.height;
-  const values = a.metrics[state.metric];
-  const [lo, hi] = metricRange(values);
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, g.width, g.height);
+  $("grid-help").textContent = metricHelp();
+  const values = metricValues(state.metric);
+  if (!values) return;
+  const [lo, hi] = metricRange(values);
   ctx.font = "10px sans-serif";
   ctx.fillStyle = "#333";
   for (let h = 0; h < a.heads; h += Math.ceil(a.heads / 16)) ctx.fillText(`H${h}`, GRID.left + h * g.cw + 1, 12);
@@ -189,7 +232,6 @@ function drawGrid() {
     const w = state.mean ? g.cw * a.heads : g.cw;
     ctx.strokeRect(GRID.left + (state.mean ? 0 : state.head * g.cw), GRID.top + state.layer * g.ch, w - 1, g.ch - 1);
   }
-  $("grid-help").textContent = (a.metric_help || {})[state.metric] || "";
 }
 
 function gridCell(event) {
@@ -202,8 +244,8 @@ function gridCell(event) {
 }
 
 function onGridHover(event) {
-  const c = gridCell(event);
-  $("grid-info").textContent = c ? `L${c.l}H${c.h} ${state.metric} = ${fmt(state.analysis.metrics[state.metric][c.l][c.h])}` : "";
+  const c = gridCell(event), values = metricValues(state.metric);
+  $("grid-info").textContent = c && values ? `L${c.l}H${c.h} ${state.metric} = ${fmt(values[c.l][c.h])}` : "";
 }
 
 function onGridClick(event) {
@@ -433,17 +475,55 @@ function onSteerHover(event) {
 
 const TL = { left: 34, top: 8 };
 
+// Generate through the streaming endpoint: one JSON line per token, drawn as it arrives.
 async function runTimeline() {
   const body = { text: state.text, max_new_tokens: Number($("gen-tokens").value), chat: $("gen-chat").checked };
   if ($("use-sink").checked) body.sink_cache = { sinks: Number($("sinks").value), window: Number($("window").value) };
-  state.timeline = await api("timeline", body);
-  drawTimeline();
-  showTimelineStep(state.timeline.steps.length - 1);
+  state.timeline = null;
+  setBusy(1, "timeline");
+  try {
+    const response = await fetch("api/timeline/stream", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    });
+    if (!response.ok) {
+      let data;
+      try { data = await response.json(); } catch (e) { data = {}; }
+      throw new Error(data.error || `the server answered ${response.status}`);
+    }
+    const reader = response.body.getReader(), decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n")) >= 0) {
+        const line = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 1);
+        if (line.trim()) onTimelineEvent(JSON.parse(line), body.max_new_tokens);
+      }
+    }
+  } finally {
+    setBusy(-1, "timeline");
+  }
+}
+
+function onTimelineEvent(event, planned) {
+  const { type, ...data } = event;
+  if (type === "start") {
+    state.timeline = { ...data, steps: [], planned };
+  } else if (type === "step") {
+    state.timeline.steps.push(data);
+    drawTimeline();
+    showTimelineStep(state.timeline.steps.length - 1);
+  } else if (type === "error") {
+    throw new Error(data.error);
+  }
 }
 
 function timelineGeometry() {
-  const t = state.timeline, canvas = $("timeline");
-  return { cw: (canvas.width - TL.left - 4) / Math.max(1, t.steps.length), ch: (canvas.height - TL.top - 4) / t.layers };
+  const t = state.timeline, canvas = $("timeline"), columns = Math.max(1, t.steps.length, t.planned || 0);
+  return { cw: (canvas.width - TL.left - 4) / columns, ch: (canvas.height - TL.top - 4) / t.layers };
 }
 
 function drawTimeline() {
@@ -492,7 +572,7 @@ function showTimelineStep(s) {
 
 function exportState() {
   return {
-    model: state.model, text: state.text, analysis: state.analysis, map: state.map, steer: state.steer,
+    model: state.model, text: state.text, analysis: state.analysis, heads: state.heads, map: state.map, steer: state.steer,
     timeline: state.timeline, metric: state.metric, layer: state.layer, head: state.head, mean: state.mean,
     span: state.span, title: state.title,
   };
@@ -527,14 +607,14 @@ function renderAll() {
   drawMap();
   drawSteer();
   drawTimeline();
-  if (state.timeline) showTimelineStep(state.timeline.steps.length - 1);
+  if (state.timeline && state.timeline.steps.length) showTimelineStep(state.timeline.steps.length - 1);
 }
 
 function wire() {
   $("run").addEventListener("click", () => guarded(run));
   $("share").addEventListener("click", () => guarded(share));
   $("sample").addEventListener("change", () => { if ($("sample").value) $("text").value = info.samples[$("sample").value]; });
-  $("metric").addEventListener("change", () => { state.metric = $("metric").value; drawGrid(); });
+  $("metric").addEventListener("change", () => guarded(() => chooseMetric($("metric").value)));
   $("grid").addEventListener("mousemove", onGridHover);
   $("grid").addEventListener("click", onGridClick);
   $("map").addEventListener("mousemove", onMapHover);
