@@ -227,3 +227,40 @@ def test_cli_bad_input_is_one_line(tmp_path, args, message):
     errors = [line for line in result.output.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_ablate_masks_the_top_heads_of_the_score(tmp_path, tiny):
+    from attnlab.heads.ablation import make_examples, score
+
+    model, tok = tiny
+    args = ["heads", "tiny", "--scores", "induction", "--length", "8", "--batch", "2", "--ablate", "induction",
+            "--ks", "0,2", "--draws", "2", "--n", "4", "--importance", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = HeadReport.model_validate(json.loads((tmp_path / "heads.json").read_text()))
+    values = torch.tensor(report.scores["induction"].values)
+    top2 = [f"L{int(i) // values.shape[1]}H{int(i) % values.shape[1]}" for i in values.flatten().argsort(descending=True)[:2]]
+    ablation = json.loads((tmp_path / "ablation.json").read_text())
+    assert ablation["ranked_by"] == "induction" and ablation["task"] == "induction"
+    assert ablation["curve"][1]["heads"] == top2
+    # K = 0 is the unablated model: both curves equal a plain teacher-forced score on the same examples (seed + 1).
+    plain, _ = score(model, make_examples("induction", tok, 4, seed=1))
+    for curve in ("ranked", "random"):
+        assert ablation["curve"][0][curve]["accuracy"]["mean"] == pytest.approx(float(plain.mean()), abs=1e-9)
+    importance = json.loads((tmp_path / "importance.json").read_text())
+    assert len(importance["scores"]) == 4 and importance["pruning"]["label"] == "least important first"
+    for name in ("ablation.png", "importance.png", "pruning.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ablate", "nope"], "unknown --ablate score 'nope'"), (["--ablate", "induction", "--ks", "1,x"], "--ks must"),
+    (["--ablate", "induction", "--ablate-task", "poems"], "unknown --ablate-task 'poems'"),
+    (["--importance", "--n", "0"], "--n and --draws must be >= 1"),
+])
+def test_cli_ablation_bad_input_is_one_line(tmp_path, args, message):
+    result = runner.invoke(app, ["heads", "tiny", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()

@@ -11,6 +11,9 @@ from attnlab.cli import (DTYPE_OPTION, MODEL_ARGUMENT, app, console, output_dir,
 from attnlab.errors import AttnlabError
 
 HEADS_FILES = ["heads.json", "heads.png"]
+ABLATION_FILES = ["ablation.json", "ablation.png"]
+IMPORTANCE_FILES = ["importance.json", "importance.png", "pruning.png"]
+DEFAULT_ABLATION_TASK = {"retrieval": "needle", "induction": "induction"}
 
 
 @app.command()
@@ -35,6 +38,16 @@ def heads(
     min_copy: float = typer.Option(0.5, help="retrieval: keep needle examples the model copies better than this"),
     dormant_sink: float = typer.Option(0.5, help="dormant: first-token mass at least this"),
     dormant_norm: float = typer.Option(0.5, help="dormant: output norm over the layer's mean at most this"),
+    ablate: Optional[str] = typer.Option(None, help="prove a role by ablation (Wu et al. 2024): mask the top-K heads "
+                                         "of this score (retrieval, induction, ...) and K random heads, and draw "
+                                         "the task curves over K"),
+    ablate_task: Optional[str] = typer.Option(None, help="task of --ablate: needle, induction or text (default: "
+                                              "needle for retrieval, induction for induction, else text)"),
+    ks: str = typer.Option("0,1,2,4,8,16,32", help="--ablate: the numbers of heads masked"),
+    draws: int = typer.Option(3, help="--ablate / --importance: random head sets per K"),
+    n: int = typer.Option(50, help="--ablate / --importance: examples of the task"),
+    importance: bool = typer.Option(False, help="head importance E|dL/dxi| (Michel et al. 2019) on prose, and the "
+                                    "pruning curve (least important heads masked vs random)"),
     out: Optional[str] = typer.Option(None, help="output folder (default: attnlab-out/heads-<time>)"),
     overwrite: bool = typer.Option(False, help="replace heads.json / heads.png already in --out"),
     threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's choice)"),
@@ -64,7 +77,23 @@ def heads(
         if show is not None and not show.strip():
             raise AttnlabError("--heads is empty: name heads like L1 or L0H1,L2H0-3 (or leave --heads out)")
         texts = list(text) + [read_text_file(f) for f in file]
-        target = output_dir(out, "heads", HEADS_FILES, overwrite)
+        k_values = parse_ks(ks)
+        if n < 1 or draws < 1:
+            raise AttnlabError(f"--n and --draws must be >= 1, got {n} and {draws}")
+        if ablate is not None:
+            from attnlab.heads import SCORES
+
+            if ablate not in SCORES:
+                raise AttnlabError(f"unknown --ablate score '{ablate}': choose from {', '.join(SCORES)}")
+            if names is not None and ablate not in names:
+                names.append(ablate)
+            task_name = ablate_task or DEFAULT_ABLATION_TASK.get(ablate, "text")
+            from attnlab.heads.ablation import TASKS
+
+            if task_name not in TASKS:
+                raise AttnlabError(f"unknown --ablate-task '{task_name}': use one of {', '.join(TASKS)}")
+        files = HEADS_FILES + (ABLATION_FILES if ablate else []) + (IMPORTANCE_FILES if importance else [])
+        target = output_dir(out, "heads", files, overwrite)
         with console.status(f"loading {model}"):
             m, tok = attnlab.load(model, dtype=dtype, trust_remote_code=trust_remote_code)
         shape = ModelShape.of(m)
@@ -81,8 +110,73 @@ def heads(
 
         (target / "heads.json").write_text(report.model_dump_json(indent=1))
         heads_grid(report, target / "heads.png")
-        console.print(f"wrote {', '.join(str(target / n) for n in HEADS_FILES)}")
+        if ablate is not None:
+            write_ablation(m, tok, report, ablate, task_name, k_values, draws, n, seed, target)
+        if importance:
+            write_importance(m, tok, n, draws, seed, target)
+        console.print(f"wrote {', '.join(str(target / name) for name in files)}")
     run(body)
+
+
+def parse_ks(text: str) -> list[int]:
+    """``--ks 0,1,2,4`` as numbers of heads (checked against the model's head count by the ablation)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise AttnlabError(f"--ks must be whole numbers separated by commas, got '{text}'") from None
+    if not values or min(values) < 0:
+        raise AttnlabError(f"--ks must be numbers of heads >= 0, got '{text}'")
+    return values
+
+
+def write_ablation(model, tokenizer, report, score: str, task: str, ks, draws, n, seed, target) -> None:
+    """``--ablate``: mask the top-K heads of ``score`` and K random heads on ``task`` (another seed than the scores'),
+    print the curve and write ablation.json / ablation.png."""
+    import json
+
+    import torch
+
+    from attnlab.heads.ablation import ablation_curves
+
+    found = report.scores.get(score)
+    if found is None or found.values is None:
+        raise AttnlabError(f"cannot ablate by '{score}': it was not measured on this model "
+                           f"(measured: {', '.join(k for k, v in report.scores.items() if v.values is not None)})")
+    values = torch.tensor(found.values, dtype=torch.float64)
+    ranking = values if found.order == "high" else -values
+    with console.status(f"ablation: top-K {score} heads vs random on {task}"):
+        curves = ablation_curves(model, tokenizer, ranking, task=task, ks=ks, draws=draws, n=n, seed=seed + 1,
+                                 label=f"top-K {score} heads")
+    data = curves.to_json()
+    (target / "ablation.json").write_text(json.dumps({"ranked_by": score, **data}, indent=1))
+    curves.plot(target / "ablation.png")
+    console.print(f"[bold]ablation[/bold] ({task}, n={data['n']}, {data['draws']} random draws): accuracy with K "
+                  f"heads masked, top-K {score} vs random [95% CI]")
+    for row in data["curve"]:
+        r, q = row["ranked"]["accuracy"], row["random"]["accuracy"]
+        console.print(f"  K={row['k']:>3}  ranked {r['mean']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  "
+                      f"random {q['mean']:.3f} [{q['ci95'][0]:.3f}, {q['ci95'][1]:.3f}]")
+
+
+def write_importance(model, tokenizer, n, draws, seed, target) -> None:
+    """``--importance``: gradient importance on prose (Michel et al. 2019), its top heads, and the pruning curve on
+    other prose windows; writes importance.json, importance.png and pruning.png."""
+    import json
+
+    from attnlab.heads.importance import head_importance, pruning_curve
+
+    with console.status("importance: E|dL/dxi| on prose"):
+        found = head_importance(model, tokenizer, task="text", n=n, seed=seed)
+    with console.status("pruning curve: least important heads masked vs random"):
+        curve = pruning_curve(model, tokenizer, found, task="text", draws=draws, n=n, seed=seed + 1)
+    (target / "importance.json").write_text(json.dumps({**found.to_json(), "pruning": curve.to_json()}, indent=1))
+    found.plot(target / "importance.png")
+    curve.plot(target / "pruning.png")
+    top = ", ".join(f"{row['head']} {row['importance']:.3f}" for row in found.table(5))
+    console.print(f"[bold]importance[/bold] (l2-normalised per layer), top 5: {top}")
+    for row in curve.to_json()["curve"]:
+        console.print(f"  {100 * row['fraction']:.0f}% least important masked: token accuracy "
+                      f"{row['ranked']['accuracy']['mean']:.3f} (random heads {row['random']['accuracy']['mean']:.3f})")
 
 
 def print_heads(report, top: int, chosen=None) -> None:
