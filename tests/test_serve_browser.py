@@ -1,7 +1,8 @@
 """attnlab serve in a real browser (Debian's chromium driven by Playwright), on ``tiny``, used as a person would:
-type or pick a text, run, hover and click the head grid, hover tokens, select a span and steer, generate, share,
-and get bad input answered on the page. Screenshots of each view go to a pytest tmp folder, and also to
-$ATTNLAB_SCREENSHOTS when set (the README's pictures: ATTNLAB_SCREENSHOTS=docs/serve)."""
+type or pick a text, run, hover and click the head grid, colour it by the model's head roles, hover tokens, select
+a span and steer, generate (drawn token by token as the stream arrives), share, and get bad input answered on the
+page. Screenshots of each view go to a pytest tmp folder, and also to $ATTNLAB_SCREENSHOTS when set; the README's
+pictures are taken on smollm2 by scripts/serve_screenshots.py."""
 from __future__ import annotations
 
 import os
@@ -121,6 +122,28 @@ def test_grid_map_and_token_hover(page, server, shots):
     assert page.js_errors == []
 
 
+def test_head_role_metrics_on_the_grid(page, server, shots):
+    import httpx
+
+    run_text(page, TEXT)
+    page.select_option("#metric", "heads:induction")
+    idle(page)
+    assert "computed once" in page.text_content("#grid-help") and "not on your text" in page.text_content("#grid-help")
+    roles = httpx.get(server + "/api/heads", timeout=120).json()
+    point = grid_point(page, 1, 6)
+    page.mouse.move(point["x"], point["y"])
+    assert page.text_content("#grid-info") == f"L1H6 heads:induction = {roles['metrics']['heads:induction'][1][6]:.4f}"
+    assert painted(page, "grid") > 5
+    page.select_option("#metric", "heads:retrieval")                     # tiny copies no needle: said, not drawn
+    assert "not measured" in page.text_content("#grid-help")
+    page.select_option("#metric", "first_token_mass")
+    run_text(page, TEXT + " Again.")                                      # another text: the model's scores stay
+    page.select_option("#metric", "heads:previous_token")
+    page.mouse.move(point["x"], point["y"] + 1)
+    assert page.text_content("#grid-info").endswith(f"{roles['metrics']['heads:previous_token'][1][6]:.4f}")
+    assert page.js_errors == []
+
+
 def test_select_span_and_steer(page, server, shots):
     import httpx
 
@@ -152,16 +175,24 @@ def test_select_span_and_steer(page, server, shots):
     assert page.js_errors == []
 
 
-def test_generation_timeline_with_sink_cache(page, shots):
+def test_generation_timeline_streams_with_sink_cache(page, server, shots):
+    import httpx
+
     run_text(page, TEXT)
+    page.evaluate("""() => { window.drawnSteps = []; const draw = window.drawTimeline;
+        window.drawTimeline = () => { window.drawnSteps.push(state.timeline.steps.length); draw(); }; }""")
     page.fill("#gen-tokens", "10")
     page.check("#use-sink")
     page.fill("#sinks", "2")
     page.fill("#window", "8")
     page.click("#generate")
     idle(page)
+    assert page.evaluate("window.drawnSteps") == list(range(1, 11))     # drawn as each token arrived
     assert painted(page, "timeline") > 5
     assert page.locator("#generated .tok.generated").count() == 10
+    plain = httpx.post(server + "/api/timeline", json={"text": TEXT, "max_new_tokens": 10, "chat": False,
+                                                         "sink_cache": {"sinks": 2, "window": 8}}, timeout=60).json()
+    assert page.evaluate("state.timeline.steps") == plain["steps"]
     assert page.locator("#generated .tok.evicted").count() > 0
     page.locator("#timeline").hover(position={"x": 40, "y": 20})
     assert page.text_content("#timeline-info").startswith("step 0 ")
