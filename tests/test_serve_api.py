@@ -418,6 +418,8 @@ def test_twenty_clients_leave_it_answering_with_flat_memory(tiny):
         start = time.monotonic()
         after = httpx.get(f"{url}/api/status", timeout=5).json()
         assert time.monotonic() - start < 2
+        print(f"\nsoak {SOAK_SECONDS:.0f} s, 20 clients: {seen.count(200)} answered, {seen.count(503)} busy; resident "
+              f"memory {before / 2 ** 20:.0f} MiB after the warm-up, {after['rss_bytes'] / 2 ** 20:.0f} MiB after")
         assert set(seen) <= {200, 503} and seen.count(200) > 20
         assert after["running"] == 0 and after["waiting"] == 0
         assert after["rss_bytes"] - before < SOAK_RSS_BOUND, (before, after["rss_bytes"])

@@ -4,8 +4,8 @@
 go through :class:`attnlab.serve.jobs.Jobs` (one at a time, a bounded queue, cancelled when their client
 disconnects); results of analyze and map are kept in a small LRU so that hovering and re-clicking cost nothing, each
 layer's pooled maps (every head) are kept so that clicking through a layer's heads costs no forward, and the
-head-role scores are kept for the server's life. The timeline also streams, one JSON line per generated token. Every error
-is one JSON line, ``{"error": "..."}`` with a 4xx status (503 when busy), never a stack trace.
+head-role scores are kept for the server's life. The timeline also streams, one JSON line per generated token.
+Every error is one JSON line, ``{"error": "..."}`` with a 4xx status (503 when busy), never a stack trace.
 
 Guards: requests whose ``Host`` header is not one of this server's names are refused (DNS rebinding), and so are
 cross-site requests (an ``Origin`` of another host); request bodies over ``max_body_bytes`` are refused before
@@ -15,6 +15,7 @@ three static files of the package, read at start.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -232,14 +233,16 @@ def create_app(model, tokenizer, *, name: str | None = None, limits: views.Limit
     shape = ModelShape.of(model)
     map_bytes = 4 * shape.n_heads * limits.map_side ** 2
     layer_maps = ResultCache(size=max(2, MAP_CACHE_BYTES // map_bytes))    # (text, layer) -> H x side^2 numbers
+    layer_calls = ResultCache(size=1)        # the last (text, layer) opened, with its input: exact rows re-run it
     info = {"model": {"name": name or getattr(model, "attnlab_source", type(model).__name__),
                       "architecture": type(model).__name__, "layers": shape.n_layers, "heads": shape.n_heads,
                       "can_generate": bool(model.can_generate()), "chat_template": has_chat_template(tokenizer)},
             "limits": {"max_text_bytes": limits.max_text_bytes, "max_tokens": views.token_limit(model, limits),
                        "map_side": limits.map_side, "max_new_tokens": limits.max_new_tokens,
                        "max_rows": views.MAX_ROWS},
-            "metrics": views.METRICS, "model_metrics": views.head_role_names(model), "methods": [registry.describe(m) for m in registry.METHODS],
-            "samples": views.samples()}
+            "metrics": views.METRICS, "model_metrics": views.head_role_names(model),
+            "methods": [registry.describe(m) for m in registry.METHODS], "samples": views.samples()}
+
     @asynccontextmanager
     async def lifespan(app):
         yield
@@ -343,13 +346,15 @@ def create_app(model, tokenizer, *, name: str | None = None, limits: views.Limit
 
         The first request on a layer of a text pools every head of that layer in one forward that stops after it,
         and the server keeps them (up to ``MAP_CACHE_BYTES``): clicking through that layer's heads costs no
-        forward; exact rows of a pooled map cost one, up to the layer asked for."""
+        forward. It also keeps that layer's input (for the layer last opened only), so that exact rows of a pooled
+        map re-run one layer, not the model."""
         def attention_map():
             key = layer_key(body.text, body.layer)
-            maps = layer_maps.get(key)
-            if maps is None:
-                maps = views.layer_maps(model, tokenizer, body.text, body.layer, limits)
-                layer_maps.put(key, maps)
+            maps = layer_calls.get(key) or layer_maps.get(key)
+            if maps is None or body.rows is not None and maps.call is None and not maps.exact:
+                maps = views.layer_maps(model, tokenizer, body.text, body.layer, limits, keep_call=True)
+                layer_maps.put(key, dataclasses.replace(maps, call=None))
+                layer_calls.put(key, maps)                 # one layer's input is kept: the one last opened
             return views.attention_map(model, tokenizer, body.text, body.layer, body.head, body.rows, limits, maps)
         return await run_job(request, "map", body, attention_map, cached=True)
 

@@ -34,7 +34,7 @@ class Job:
         self.cancelled.set()
 
 
-def _layers(model) -> list:
+def decoder_layers(model) -> list:
     """The modules to check the cancel flag before: each decoder (or encoder) layer, else the base model."""
     from torch.nn import ModuleList
 
@@ -101,7 +101,7 @@ class Jobs:
             if job.cancelled.is_set():
                 raise Cancelled
 
-        hooks = [layer.register_forward_pre_hook(check) for layer in _layers(self.model)]
+        hooks = [layer.register_forward_pre_hook(check) for layer in decoder_layers(self.model)]
         try:
             return fn()
         finally:

@@ -122,10 +122,12 @@ class PooledMaps(Probe):
 @dataclass(frozen=True)
 class MapSet:
     """One layer's pooled attention maps of one text (``[heads, bins, bins]``) and their bin edges: what the map
-    view shows, computed by the first map request on that layer and kept by the server."""
+    view shows, computed by the first map request on that layer and kept by the server. ``call`` is the layer's
+    input (a :class:`LayerCall`), kept so that exact rows re-run this one layer, not the model."""
 
     maps: torch.Tensor
     edges: torch.Tensor
+    call: "LayerCall | None" = None
 
     @property
     def exact(self) -> bool:
@@ -135,6 +137,31 @@ class MapSet:
     def view(self, head: int | None) -> torch.Tensor:
         """One head's pooled map, or the mean of the layer's heads (``head`` None)."""
         return self.maps[head] if head is not None else self.maps.mean(0)
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """The arguments one decoder layer was called with for one text (hidden states, mask, rotary embeddings):
+    calling the layer again with them recomputes its attention exactly, without the layers before it."""
+
+    layer: int
+    args: tuple
+    kwargs: dict
+
+    def nbytes(self) -> int:
+        """The memory its tensors hold."""
+        values = list(self.args) + list(self.kwargs.values())
+        flat = [t for v in values for t in (v if isinstance(v, (tuple, list)) else (v,))]
+        return sum(t.numel() * t.element_size() for t in flat if isinstance(t, torch.Tensor))
+
+
+def capture_call(module, layer: int, found: list):
+    """A forward pre-hook on ``module`` (a decoder layer) that appends its :class:`LayerCall` to ``found``; a KV
+    cache among its arguments is dropped (the call is only ever repeated to be measured)."""
+    def hook(mod, args, kwargs):
+        kept = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value", "use_cache")}
+        found.append(LayerCall(layer, tuple(args), kept))
+    return module.register_forward_pre_hook(hook, with_kwargs=True)
 
 
 class LayerRows(Probe):
@@ -176,33 +203,45 @@ class MeasureOneLayer:
         return None
 
 
-def measure_one_layer(model, enc, layer: int, head: int | None, probe: Probe, keep: int | None = None):
+def measure_one_layer(model, enc, layer: int, head: int | None, probe: Probe, keep: int | None = None,
+                      call: LayerCall | None = None, found: list | None = None):
     """Feed ``layer``'s attention (``head`` only, or every head) of the encoded text to ``probe`` and return its
     ``layer_result``: one forward, plain SDPA before that layer, stopped after it. ``keep``: read only the first
-    ``keep`` tokens (for a causal model, later ones cannot change the attention of earlier queries)."""
+    ``keep`` tokens (for a causal model, later ones cannot change the attention of earlier queries). With ``call``
+    (that layer's input, captured before) only the layer runs; ``found`` (a list) receives the layer's input."""
     from attnlab import seam
     from attnlab.collect import model_inputs
     from attnlab.context import TokenContext
     from attnlab.plan import Plan
+    from attnlab.serve.jobs import decoder_layers
 
     ids, mask = enc.input_ids[:, :keep], enc.attention_mask[:, :keep]
     base = getattr(model, "base_model", model)
     plan = Plan(dynamic=[MeasureOneLayer(layer, head, probe)])
+    module = decoder_layers(model)[layer]
+    hook = capture_call(module, layer, found) if found is not None and call is None else None
     with seam.attached(model, plan, TokenContext(valid=mask.bool())), torch.no_grad():
         try:
-            base(**model_inputs(base, ids, mask, next(model.parameters()).device))
+            if call is not None:
+                module(*call.args, **call.kwargs)
+            else:
+                base(**model_inputs(base, ids, mask, next(model.parameters()).device))
         except LayerDone:
             pass
+        finally:
+            if hook is not None:
+                hook.remove()
     return probe.layer_result(layer)
 
 
-def exact_rows(model, enc, layer: int, head: int | None, rows: tuple[int, int]) -> torch.Tensor:
+def exact_rows(model, enc, layer: int, head: int | None, rows: tuple[int, int],
+               call: LayerCall | None = None) -> torch.Tensor:
     """The exact attention rows ``[start, stop)`` of ``layer`` (``head``, or the mean of its heads), ``[rows, n]``,
-    from :func:`measure_one_layer`; a causal model reads only the first ``stop`` tokens, and the rows are padded
-    with zeros (keys they cannot see) to the text's length."""
+    from :func:`measure_one_layer`: with the layer's captured input ``call`` only that layer runs; else a causal
+    model reads only the first ``stop`` tokens, and the rows are padded with zeros (keys they cannot see)."""
     n = enc.input_ids.shape[1]
-    keep = rows[1] if ModelShape.of(model).causal else n
-    got = measure_one_layer(model, enc, layer, head, LayerRows(rows), keep)
+    keep = n if call is not None or not ModelShape.of(model).causal else rows[1]
+    got = measure_one_layer(model, enc, layer, head, LayerRows(rows), keep, call=call)
     return torch.nn.functional.pad(got, (0, n - got.shape[1]))
 
 
@@ -275,12 +314,15 @@ def analyze(model, tokenizer, text: str, span=None, limits: Limits = Limits()) -
             "metric_help": {k: METRICS[k] for k in metrics}}
 
 
-def layer_maps(model, tokenizer, text: str, layer: int, limits: Limits = Limits()) -> MapSet:
+def layer_maps(model, tokenizer, text: str, layer: int, limits: Limits = Limits(), keep_call: bool = False) -> MapSet:
     """Every head's attention map of ``text`` in ``layer``, pooled to ``limits.map_side`` bins (one forward that
-    stops after the layer)."""
+    stops after the layer). ``keep_call``: keep the layer's input in the result, for exact rows at the cost of
+    one layer (``n x hidden`` numbers, the mask and the rotary tables held)."""
     layer, _ = check_head(model, layer, None)
-    return measure_one_layer(model, encode_text(model, tokenizer, text, limits), layer, None,
-                             PooledMaps(limits.map_side))
+    found: list = []
+    maps = measure_one_layer(model, encode_text(model, tokenizer, text, limits), layer, None,
+                             PooledMaps(limits.map_side), found=found if keep_call else None)
+    return MapSet(maps.maps, maps.edges, found[0] if found else None)
 
 
 def head_role_names(model) -> dict[str, str]:
@@ -352,7 +394,7 @@ def attention_map(model, tokenizer, text: str, layer: int, head: int | None = No
     elif maps.exact:
         exact = grid[rows[0]:rows[1]]
     else:
-        exact = exact_rows(model, enc, layer, head, tuple(rows))
+        exact = exact_rows(model, enc, layer, head, tuple(rows), maps.call)
     return {"layer": layer, "head": head, "name": head_name(layer, head) if head is not None else f"L{layer} mean",
             "n_tokens": n, "rows_start": rows[0] if rows else None, "edges": maps.edges.tolist(),
             "values": _round(grid), "exact": maps.exact, "rows": _round(exact)}
