@@ -163,3 +163,19 @@ def test_chunking_does_not_change_results(tiny):
                 model(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
         results.append(probe.result())
     assert (results[0] - results[1]).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("last", [1, 5])
+def test_observe_last_sees_only_the_last_query_rows(tiny, last):
+    """``Plan(observe_last=N)``: full maps and first-token mass over the last N queries equal eager's last N rows."""
+    from attnlab.collect import forward_with_probes
+    from attnlab.probes.attention import FirstTokenMass, FullMaps
+
+    model, tok = tiny
+    enc = tok(TEXTS[0], return_tensors="pt")
+    maps, first = FullMaps(), FirstTokenMass()
+    forward_with_probes(model, enc["input_ids"], enc["attention_mask"], [maps, first], observe_last=last)
+    A = eager_maps(model, tok, TEXTS[0])                                                   # [L, H, n, n]
+    assert maps.result()[:, 0].shape == A[:, :, -last:].shape
+    assert (maps.result()[:, 0] - A[:, :, -last:]).abs().max() <= 1e-5
+    assert (first.result()[:, 0] - A[:, :, -last:, 0].mean(-1)).abs().max() <= 1e-5

@@ -72,6 +72,17 @@ def test_previous_token_score_matches_full_maps(tiny):
     assert torch.allclose(torch.tensor(got), expected, atol=1e-4)
 
 
+def test_head_grid_of_a_long_text_is_over_its_last_queries(tiny):
+    """Past ``grid_rows`` tokens the grid is measured over the last queries only, and says so."""
+    model, tok = tiny
+    maps = attnlab.collect(model, tok, [TEXT], probes=("attention_maps",)).stats["attention_maps"][0]
+    got = views.analyze(model, tok, TEXT, limits=views.Limits(grid_rows=6))
+    assert got["rows_observed"] == 6 and "last 6 of the" in got["metric_help"]["first_token_mass"]
+    assert torch.allclose(torch.tensor(got["metrics"]["first_token_mass"]), maps[..., -6:, 0].mean(-1), atol=1e-5)
+    whole = views.analyze(model, tok, TEXT)
+    assert whole["rows_observed"] == whole["n_tokens"] and "last" not in whole["metric_help"]["entropy"]
+
+
 def test_map_exact_and_pooled(tiny):
     model, tok = tiny
     maps = attnlab.collect(model, tok, [TEXT], probes=("attention_maps",)).stats["attention_maps"][0]

@@ -98,13 +98,15 @@ def model_inputs(model, input_ids, attention_mask, device) -> dict:
     return inputs
 
 
-def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bool = False) -> dict:
+def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bool = False,
+                        observe_last: int | None = None) -> dict:
     """One attached forward of the base model (no LM head) over a padded batch, feeding ``probes``.
 
-    Returns the massive-activation summaries per layer when ``massive`` is set, else ``{}``.
+    ``observe_last``: the probes see only the last N query rows (:class:`~attnlab.plan.Plan`). Returns the
+    massive-activation summaries per layer when ``massive`` is set, else ``{}``.
     """
     valid = attention_mask.bool()
-    plan = Plan(probes=probes)
+    plan = Plan(probes=probes, observe_last=observe_last)
     base = getattr(model, "base_model", model)
     device = next(model.parameters()).device
     found: dict = {}

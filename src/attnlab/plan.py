@@ -40,6 +40,8 @@ class Plan:
     ``head_gate`` (``[L, H]``, or ``[B, L, H]`` for one gate per batch row) multiplies each head's attention
     output after the edits, outside ``no_grad``: the differentiable head mask ``xi`` of Michel et al., "Are Sixteen
     Heads Really Better than One?" (NeurIPS 2019), whose gradient :mod:`attnlab.heads.importance` reads.
+    ``observe_last`` (N) limits what the probes see to the last N query rows of each forward (see
+    :meth:`PlanRun.observe`).
     """
 
     probes: tuple = ()
@@ -48,6 +50,7 @@ class Plan:
     edit_heads: tuple = ()
     chunk_elements: int = 2 ** 22
     head_gate: torch.Tensor | None = field(default=None, compare=False)
+    observe_last: int | None = None
 
     def __post_init__(self):
         for name in ("probes", "edits", "dynamic"):
@@ -58,6 +61,8 @@ class Plan:
                                "with attnlab.steer.session.build_plan, which resolves each edit's heads")
         if not (isinstance(self.chunk_elements, int) and self.chunk_elements >= 1):
             raise AttnlabError(f"chunk_elements must be a positive integer, got {self.chunk_elements!r}")
+        if self.observe_last is not None and not (isinstance(self.observe_last, int) and self.observe_last >= 1):
+            raise AttnlabError(f"observe_last must be a positive number of query rows, got {self.observe_last!r}")
         if self.head_gate is not None and not (isinstance(self.head_gate, torch.Tensor) and
                                                self.head_gate.dim() in (2, 3)):
             raise AttnlabError("head_gate must be a [layers, heads] (or [batch, layers, heads]) tensor, got "
@@ -85,7 +90,7 @@ class Plan:
                    for d in self.dynamic]
         gate = None if self.head_gate is None else list(self.head_gate.shape)
         return {"probes": [p.name for p in self.probes], "edits": edits, "dynamic": dynamic,
-                "chunk_elements": self.chunk_elements, "head_gate": gate}
+                "chunk_elements": self.chunk_elements, "head_gate": gate, "observe_last": self.observe_last}
 
 
 def _jsonable(value):
@@ -181,7 +186,16 @@ class PlanRun:
         return [probe.layer_result(layer) for probe in probes]
 
     def observe(self, layer: int, query, key, mask, scale: float, causal: bool) -> None:
-        """Feed the (steered) attention probabilities of ``layer`` to the plan's probes."""
+        """Feed the (steered) attention probabilities of ``layer`` to the plan's probes.
+
+        With ``plan.observe_last = N`` the probes see only the last ``N`` query rows of a longer forward (the keys
+        stay whole), as if those rows were decoded after the others: their statistics cost ``N / q_len`` of the
+        full ones, for views of long texts that can say "over the last N queries".
+        """
+        last = self.plan.observe_last
+        if last is not None and query.shape[2] > last:
+            query = query[:, :, -last:]
+            mask = mask[:, :, -last:] if mask is not None and mask.shape[2] > 1 else mask
         if self.plan.probes:
             feed_probes(self.plan.probes, layer, query, key, mask, scale, causal, self.context,
                         self.plan.chunk_elements)

@@ -23,6 +23,8 @@ def serve(
     max_text_bytes: int = typer.Option(200_000, help="most bytes in one text"),
     max_new_tokens: int = typer.Option(64, help="most tokens one steering or timeline request may generate"),
     map_side: int = typer.Option(256, help="attention maps of longer texts are pooled into this many bins a side"),
+    grid_rows: int = typer.Option(512, help="the head grid of a longer text is measured over its last this many "
+                                  "queries (all keys still count), to stay quick"),
     queue: int = typer.Option(4, help="requests that may wait while one runs; more are told the server is busy"),
     dtype: Optional[str] = DTYPE_OPTION,
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
@@ -40,13 +42,14 @@ def serve(
 
         for name, value, least in (("--max-tokens", max_tokens, 1), ("--max-text-bytes", max_text_bytes, 1),
                                    ("--max-new-tokens", max_new_tokens, 1), ("--map-side", map_side, 2),
+                                   ("--grid-rows", grid_rows, 1),
                                    ("--queue", queue, 0)):
             if value < least:
                 raise AttnlabError(f"{name} must be >= {least}, got {value}")
         if not 0 <= port <= 65535:
             raise AttnlabError(f"--port must be in 0-65535, got {port}")
         limits = Limits(max_text_bytes=max_text_bytes, max_tokens=max_tokens, map_side=map_side,
-                        max_new_tokens=max_new_tokens, max_waiting=queue)
+                        grid_rows=grid_rows, max_new_tokens=max_new_tokens, max_waiting=queue)
         hosts = LOCAL_HOSTS if host in LOCAL_HOSTS else LOCAL_HOSTS + (host,)
         if host not in LOCAL_HOSTS:
             err_console.print(f"[yellow]warning:[/yellow] binding {host}: anyone who can reach it can run the model; "

@@ -37,6 +37,7 @@ class Limits:
     max_text_bytes: int = 200_000
     max_tokens: int = 8192
     map_side: int = 256
+    grid_rows: int = 512
     max_new_tokens: int = 64
     max_waiting: int = 4
 
@@ -299,19 +300,27 @@ def span_of(text: str, span) -> tuple[int, int] | None:
 
 
 def analyze(model, tokenizer, text: str, span=None, limits: Limits = Limits()) -> dict:
-    """The head grid of ``text``: every metric of :data:`METRICS` per (layer, head), and the tokens."""
+    """The head grid of ``text``: every metric of :data:`METRICS` per (layer, head), and the tokens.
+
+    A text longer than ``limits.grid_rows`` tokens is measured over its last ``grid_rows`` queries only (every key
+    still counts): the probes' cost grows with queries x keys, and this keeps a 4,000-token grid to about an
+    eighth of it. The response says so (``rows_observed``, and each metric's help).
+    """
     enc = encode_text(model, tokenizer, text, limits)
     chosen = span_of(text, span)
     probes = [FirstTokenMass(), Entropy(normalized=False), Entropy(normalized=True), PreviousTokenMass()]
     if chosen is not None:
         probes.append(SpanMass("selected", enc.span_mask(chosen)))
-    forward_with_probes(model, enc.input_ids, enc.attention_mask, probes)
+    n_tokens = len(enc.tokens[0])
+    last = limits.grid_rows if n_tokens > limits.grid_rows else None
+    forward_with_probes(model, enc.input_ids, enc.attention_mask, probes, observe_last=last)
     metrics = {("span_mass" if p.name.startswith("span_mass") else p.name): _round(p.result()[:, 0])
                for p in probes}
     shape = ModelShape.of(model)
-    return {"tokens": token_labels(enc), "n_tokens": len(enc.tokens[0]), "layers": shape.n_layers,
+    where = "" if last is None else f" (over the last {last} of the {n_tokens} queries)"
+    return {"tokens": token_labels(enc), "n_tokens": n_tokens, "layers": shape.n_layers,
             "heads": shape.n_heads, "span": list(chosen) if chosen else None, "metrics": metrics,
-            "metric_help": {k: METRICS[k] for k in metrics}}
+            "rows_observed": last or n_tokens, "metric_help": {k: METRICS[k] + where for k in metrics}}
 
 
 def layer_maps(model, tokenizer, text: str, layer: int, limits: Limits = Limits(), keep_call: bool = False) -> MapSet:
