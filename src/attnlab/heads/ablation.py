@@ -308,7 +308,7 @@ class AblationCurves:
                 ax.fill_between(x, lo, hi, color=colour, alpha=0.2)
             for i, r in enumerate(data):
                 ax.scatter([i] * len(r["random"][draws]), r["random"][draws], s=8, color="#1f77b4", alpha=0.5)
-            ax.set_xticks(x, [f"{k}\n{100 * k / self.n_heads_total:.0f}%" for k in self.ks], fontsize=8)
+            ax.set_xticks(x, [f"{k}\n{100 * k / self.n_heads_total:.2g}%" for k in self.ks], fontsize=8)
             ax.set_xlabel("heads masked (K, share of all heads)")
             ax.set_ylabel(("exact match" if self.metric == "exact" else "token accuracy") if key == "accuracy"
                           else "loss (nats / scored token)")
