@@ -1,4 +1,6 @@
 """Lookback Lens: the probe against eager attention maps, the detector's JSON, the labellers, guided decoding."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -177,3 +179,29 @@ def test_counterfact_examples_contradict_the_facts():
     examples = counterfact_examples()
     assert len(examples) == 96 and all(e.answer != e.parametric and e.answer in e.text for e in examples)
     assert {e.group for e in examples[:2]} == {0}
+
+
+def test_fit_then_score_on_the_command_line(tmp_path):
+    folder = tmp_path / "fit"
+    result = runner.invoke(app, ["lookback", "fit", "tiny", "--task", "records", "--n", "6", "--max-new-tokens", "12",
+                                 "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    det = LookbackDetector.load(folder / "detector.json")
+    assert (det.n_layers, det.n_heads, det.setting, det.model_name) == (4, 8, "span", "tiny")
+    assert (folder / "data" / "records.json").is_file()
+    result = runner.invoke(app, ["lookback", "score", "tiny", "-d", str(folder / "detector.json"), "--json",
+                                 "-c", "Maria Lopez is 34.", "-q", "How old is Maria?", "-r", "Maria is 34 years old."])
+    assert result.exit_code == 0, result.output
+    scored = json.loads(result.output)
+    assert 0 <= scored["p_faithful"] <= 1 and scored["setting"] == "span"
+
+
+def test_auroc_equals_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from attnlab.lookback.evaluate import auroc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 50)
+    scores = rng.integers(0, 5, 50).astype(float)              # many ties
+    assert auroc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)

@@ -16,11 +16,19 @@ from attnlab.evals.stats import paired_bootstrap
 from attnlab.lookback.detector import LookbackDetector
 
 
+def auroc(y, scores) -> float:
+    """Area under the ROC curve of ``scores`` for labels ``y`` (1 = positive), ties counted half: the Mann-Whitney
+    statistic, equal to scikit-learn's ``roc_auc_score`` without its per-call checks (the bootstrap calls it often)."""
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    _, where, counts = np.unique(np.asarray(scores, dtype=float), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[where]                 # 1-based ranks, ties averaged
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def auroc_ci(y, scores, groups, *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """AUROC of ``scores`` for labels ``y`` (1 = faithful), the Lookback Lens paper's metric, with a percentile
     bootstrap over ``groups`` (the paper reports none)."""
-    from sklearn.metrics import roc_auc_score
-
     y, scores, groups = np.asarray(y), np.asarray(scores, dtype=float), np.asarray(groups)
     out = {"n": int(y.size), "n_faithful": int(y.sum()), "n_examples": int(np.unique(groups).size)}
     if np.unique(y).size < 2:
@@ -32,9 +40,9 @@ def auroc_ci(y, scores, groups, *, resamples: int = 1000, seed: int = 0, level: 
     for _ in range(resamples):
         take = np.concatenate([rows[i] for i in rng.integers(0, len(rows), len(rows))])
         if np.unique(y[take]).size == 2:
-            values.append(roc_auc_score(y[take], scores[take]))
+            values.append(auroc(y[take], scores[take]))
     lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {**out, "auroc": float(roc_auc_score(y, scores)), "ci_low": float(lo), "ci_high": float(hi)}
+    return {**out, "auroc": auroc(y, scores), "ci_low": float(lo), "ci_high": float(hi)}
 
 
 def _rows(tab: dict, keep: np.ndarray) -> dict:
