@@ -523,7 +523,7 @@ def timeline_events(model, tokenizer, text: str, max_new_tokens: int = 24, chat:
         cache = DynamicCache()
     n_prompt = ids.shape[1]
     device = next(model.parameters()).device
-    labels = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    labels = [tokenizer.decode([i]) for i in ids[0].tolist()]          # readable pieces, not byte-level names
     yield {"prompt_tokens": labels, "n_prompt": n_prompt, "chat": chat, "sink_cache": sink_cache,
            "layers": ModelShape.of(model).n_layers}
     step_ids = ids
