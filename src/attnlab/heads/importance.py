@@ -9,14 +9,15 @@ with ``L(x)`` the loss of example ``x`` (mean cross-entropy of its scored tokens
 language-modelling loss of the text). Each example gets its own gate (``head_gate [B, L, H]``), so one backward
 over a batch gives every example's own gradient and the absolute value is taken per example, as the formula
 reads. As the paper does (following Molchanov et al. 2017), the scores are then normalised per layer by their
-l2 norm: ``I[l] / ||I[l]||_2``. The official code (``pmichel31415/are-16-heads-really-better-than-1``) takes
-the absolute value of each *batch's* summed gradient and divides by the token count; here the batch of the
-expectation is one example.
+l2 norm: ``I[l] / ||I[l]||_2``. The transformers port of the paper's code (``run_bertology.py``) accumulates
+the absolute gradient of each *batch* and divides by the token count, then min-max scales to [0, 1]; here the
+batch of the expectation is one example and there is no min-max step.
 
 Two companions: the **ablation importance** of a head is how much the task's loss rises (and its accuracy
-falls) when that head alone is masked -- the "oracle" of the paper's Figure 3 -- and the **pruning curve** masks
-the least important heads in steps of 10% of all heads, against as many random heads (the paper's Figure 3;
-importance computed once at ``xi = 1``, not recomputed between steps).
+falls) when that head alone is masked, and the **pruning curve** masks
+the least important heads in steps of 10% of all heads, against as many random heads. Importance is computed
+once at ``xi = 1``; the bertology port instead re-estimates it after each 10% round (until the metric falls
+below 0.9x), so our curve is the cheaper, non-iterative variant.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def gradient_importance(model, examples, batch_size: int = 4, pad_id: int | None
 
 
 def normalize_by_layer(scores: torch.Tensor) -> torch.Tensor:
-    """Each layer's scores divided by their l2 norm (Michel et al. 2019, Section 4.2; a zero layer stays zero)."""
+    """Each layer's scores divided by their l2 norm (Michel et al. 2019, after Molchanov et al. 2017; a zero layer stays zero)."""
     return scores / scores.norm(dim=1, keepdim=True).clamp(min=1e-20)
 
 
