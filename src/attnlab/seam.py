@@ -11,6 +11,7 @@ A run starts when :func:`attached` is entered (with the context it was given) an
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -142,7 +143,7 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     with torch.no_grad():
-        steering = run.steering(layer, query, key, attention_mask, scale, causal)
+        steering = _on_device(run.steering(layer, query, key, attention_mask, scale, causal), query.device)
     if steering.temperature is not None:
         query = query / steering.temperature[..., None].to(query.dtype)
     if steering.has_bias and query.shape[2] == 1:
@@ -156,6 +157,13 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     if run.plan.head_gate is not None:
         out = out * _layer_gate(run.plan.head_gate, layer, out.shape[2]).to(out)
     return out.contiguous(), None
+
+
+def _on_device(steering: LayerSteering, device: torch.device) -> LayerSteering:
+    """``steering`` with its tensors on ``device``: with a device_map each layer attends on its own device."""
+    moved = {f.name: getattr(steering, f.name) for f in dataclasses.fields(steering)}
+    return LayerSteering(**{name: value.to(device) if isinstance(value, torch.Tensor) else value
+                            for name, value in moved.items()})
 
 
 def _layer_gate(gate, layer: int, n_heads: int):

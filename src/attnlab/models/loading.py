@@ -110,7 +110,8 @@ def _check_dtype(dtype):
     return dtype
 
 
-def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust_remote_code: bool = False):
+def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust_remote_code: bool = False,
+         device_map=None, offload_folder=None):
     """Load ``(model, tokenizer)`` in eval mode.
 
     ``name_or_path`` is an alias (``smollm2``, ``gemma3``, ``tiny``, ``minilm``), a local folder, a ``.gguf``
@@ -118,6 +119,11 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     :mod:`attnlab.models.gguf`), a hub id (downloaded by transformers where a hub is reachable), or an
     already-built ``PreTrainedModel`` (then ``tokenizer`` must be given and both are returned as they are).
     ``dtype`` is a torch dtype or one of ``float32 / float16 / bfloat16``.
+
+    ``device_map`` (``"auto"`` or a dict from module names to ``cpu`` / ``cuda:N`` / ``disk``) spreads the layers
+    over devices through accelerate instead of moving the model to ``device``; layers mapped to ``disk`` are
+    written to ``offload_folder`` (a new temporary folder when not given). Inputs go to the device of the input
+    embeddings (:func:`input_device`) and attnlab's probes follow each layer's device.
     """
     from transformers import AutoConfig, PreTrainedModel
     from transformers.utils import logging as hf_logging
@@ -133,10 +139,14 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
                            "PreTrainedModel with its tokenizer")
     dtype = _check_dtype(dtype)
     device = check_device(device)
+    placement = _placement(device_map, offload_folder, device)
     target, kind = resolve(str(name_or_path))
     if kind == "gguf":
         target, revision = _prepare_gguf(target, dtype or torch.float32)
         if not isinstance(target, Path):          # the cache could not be written: loaded in memory
+            if placement:
+                raise AttnlabError(f"device_map needs the converted safetensors folder of '{name_or_path}', which "
+                                   f"could not be written to attnlab's cache: make the cache writable")
             model, tok = target
             return _finish(model, tokenizer or tok, device, name_or_path, revision)
         kind = "folder"
@@ -160,7 +170,8 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
     tok = tokenizer or _load_tokenizer(target, name_or_path, trust_remote_code)
     try:
         model = auto_class.from_pretrained(target, dtype=dtype or torch.float32, use_safetensors=True,
-                                           trust_remote_code=trust_remote_code, attn_implementation="sdpa")
+                                           trust_remote_code=trust_remote_code, attn_implementation="sdpa",
+                                           **placement)
     except (SafetensorError, OSError, RuntimeError) as exc:
         raise AttnlabError(f"the weights of '{name_or_path}' cannot be read ({first_line(exc)}): give the model's own "
                            "*.safetensors files, whole and matching its config.json") from exc
@@ -168,7 +179,45 @@ def load(name_or_path, tokenizer=None, *, dtype=None, device: str = "cpu", trust
         revision = getattr(config, "_commit_hash", None)
     else:
         revision = revision or gguf.gguf_revision(Path(target)) or weights_sha256(Path(target))
-    return _finish(model, tok, device, name_or_path, revision)
+    return _finish(model, tok, None if placement else device, name_or_path, revision)
+
+
+def _placement(device_map, offload_folder, device: torch.device) -> dict:
+    """``from_pretrained``'s placement arguments for ``device_map`` (``{}`` without one), checked before any load."""
+    if device_map is None:
+        if offload_folder is not None:
+            raise AttnlabError("offload_folder is only used with a device_map that sends layers to 'disk'")
+        return {}
+    if device.type != "cpu":
+        raise AttnlabError(f"give either device ({device}) or device_map, not both: the map places every layer")
+    if isinstance(device_map, str):
+        if device_map != "auto":
+            raise AttnlabError(f"device_map '{device_map}' is not known: use 'auto' or a dict from module names "
+                               "(model.layers.3, lm_head, ...) to cpu / cuda:N / disk")
+    elif isinstance(device_map, dict) and device_map:
+        for module, where in device_map.items():
+            if where != "disk":
+                check_device(where)
+    else:
+        raise AttnlabError(f"device_map must be 'auto' or a non-empty dict, got {device_map!r}")
+    placement = {"device_map": device_map}
+    if device_map == "auto" or "disk" in device_map.values():
+        import tempfile
+
+        placement["offload_folder"] = str(offload_folder or tempfile.mkdtemp(prefix="attnlab-offload-"))
+    return placement
+
+
+def input_device(model) -> torch.device:
+    """Where a forward's inputs go: the device of the input embeddings (with a ``device_map``, the first layer's).
+
+    Parameters offloaded to disk sit on the ``meta`` device between forwards; accelerate runs them on the CPU.
+    """
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    param = next(iter(embeddings.parameters()), None) if embeddings is not None else None
+    if param is None:
+        param = next(model.parameters())
+    return torch.device("cpu") if param.device.type == "meta" else param.device
 
 
 def first_line(exc: BaseException, limit: int = 160) -> str:
@@ -202,8 +251,11 @@ def _prepare_gguf(source, dtype):
 
 
 def _finish(model, tok, device, name_or_path, revision):
-    """Eval mode on ``device``, with attnlab's provenance attributes."""
-    model.to(device).eval()
+    """Eval mode on ``device`` (left where a device_map put it when ``device`` is None), with attnlab's provenance
+    attributes."""
+    if device is not None:
+        model.to(device)
+    model.eval()
     model.attnlab_source = str(name_or_path)
     model.attnlab_tokenizer = tok
     model.attnlab_revision = revision

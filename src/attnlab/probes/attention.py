@@ -36,8 +36,8 @@ class Probe:
         return self.sums[layer] / self.counts[layer].clamp(min=1)[:, None]
 
     def result(self) -> torch.Tensor:
-        """``[L, B, H, ...]`` over the layers seen, in layer order."""
-        return torch.stack([self.layer_result(layer) for layer in sorted(self.sums)])
+        """``[L, B, H, ...]`` over the layers seen, in layer order, on the CPU (layers may sit on other devices)."""
+        return torch.stack([self.layer_result(layer).cpu() for layer in sorted(self.sums)])
 
 
 def _accumulate(store: dict, layer: int, value: torch.Tensor) -> None:
@@ -62,7 +62,7 @@ class FirstTokenMass(Probe):
         first = self.first.view(b, 1, 1, 1)
         on_first = torch.gather(probs, 3, first.expand(b, h, c, 1)).squeeze(-1)                # [B, H, c]
         sees_first = torch.gather(allowed.expand(b, 1, c, -1), 3, first.expand(b, 1, c, 1)).view(b, c)
-        q_pos = torch.arange(start, start + c) + self.q_offset
+        q_pos = torch.arange(start, start + c, device=probs.device) + self.q_offset
         weight = (q_valid & sees_first & (q_pos[None, :] != self.first[:, None])).float()       # [B, c]
         _accumulate(self.sums, layer, (on_first * weight[:, None]).sum(-1))
         _accumulate(self.counts, layer, weight.sum(-1))
@@ -79,7 +79,7 @@ class SpanMass(Probe):
         super().__init__()
 
     def update(self, layer, start, probs, allowed, q_valid) -> None:
-        km = self.key_mask[:, None, None, :]
+        km = self.key_mask[:, None, None, :].to(probs.device)
         mass = (probs * km).sum(-1)                                                            # [B, H, c]
         weight = (q_valid & (allowed & km).any(-1)[:, 0]).float()
         _accumulate(self.sums, layer, (mass * weight[:, None]).sum(-1))
@@ -132,7 +132,7 @@ class RowMass(Probe):
         return torch.cat(self.rows[layer], dim=2)
 
     def result(self) -> torch.Tensor:
-        return torch.stack([self.layer_result(layer) for layer in sorted(self.rows)])
+        return torch.stack([self.layer_result(layer).cpu() for layer in sorted(self.rows)])
 
 
 class Entropy(Probe):
@@ -181,4 +181,4 @@ class FullMaps(Probe):
         return torch.cat(self.maps[layer], dim=2)
 
     def result(self) -> torch.Tensor:
-        return torch.stack([self.layer_result(layer) for layer in sorted(self.maps)])
+        return torch.stack([self.layer_result(layer).cpu() for layer in sorted(self.maps)])
