@@ -125,3 +125,8 @@ def test_a_killed_worker_s_shard_is_retried(ray, tiny):
     assert sorted(p["shard"] for p in partials) == list(range(5))
     got = merge(partials)
     assert all(torch.equal(got["means"][k], expected["means"][k]) for k in expected["means"])
+
+
+def test_more_workers_than_the_instance_has_cpus_are_refused(ray):
+    with pytest.raises(AttnlabError, match="3 workers need 3 CPUs but the Ray instance has 2"):
+        ray_pool.start_ray(3)

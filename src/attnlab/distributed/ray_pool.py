@@ -48,6 +48,10 @@ def start_ray(workers: int, address: str | None = None):
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if cpus < workers:                  # actors that cannot be placed would wait for ever
+        raise AttnlabError(f"{workers} workers need {workers} CPUs but the Ray instance has {cpus}: ask for fewer "
+                           "workers" + ("" if address else " (or start Ray again with more CPUs)"))
     return ray
 
 
