@@ -126,6 +126,9 @@ def test_ranking_as_tensor_or_list():
     scores = torch.tensor([[0.1, 0.9], [0.5, 0.9]])
     assert ranked_heads(scores, 2, 2) == [(0, 1), (1, 1), (1, 0), (0, 0)]
     assert ranked_heads([(1, 0), (0, 1)], 2, 2) == [(1, 0), (0, 1)]
+    assert ranked_heads("L1H0, L0H1", 2, 2) == [(1, 0), (0, 1)]
+    with pytest.raises(AttnlabError, match="layer 2 in 'L2H0' does not exist"):
+        ranked_heads("L2H0", 2, 2)
     with pytest.raises(AttnlabError, match="L2H0 does not exist"):
         ranked_heads([(2, 0)], 2, 2)
     with pytest.raises(AttnlabError, match="twice"):

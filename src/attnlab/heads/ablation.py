@@ -201,8 +201,14 @@ def score(model, examples: ScoredTokens, gate: torch.Tensor | None = None, batch
 
 
 def ranked_heads(ranking, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
-    """``ranking`` as a list of (layer, head), most important first: a list as given, or an ``[L, H]`` score tensor
-    sorted by descending score (ties by layer, then head)."""
+    """``ranking`` as a list of (layer, head), most important first: a list as given, heads named in order
+    (``"L18H6,L17H3"``, :class:`~attnlab.spans.HeadSet` syntax), or an ``[L, H]`` score tensor sorted by descending
+    score (ties by layer, then head)."""
+    if isinstance(ranking, str):
+        from attnlab.spans import HeadSet
+
+        names = [part.strip() for part in ranking.split(",") if part.strip()]
+        ranking = [pair for name in names for pair in HeadSet.parse(name, n_layers, n_heads)]
     if isinstance(ranking, (torch.Tensor, np.ndarray)):
         scores = torch.as_tensor(ranking, dtype=torch.float64)
         if scores.shape != (n_layers, n_heads):
