@@ -152,10 +152,30 @@ class Guard:
                 return b"", True                     # the client left: the app sees an empty body and ends
             size += len(message.get("body", b""))
             if size > self.max_body_bytes:
+                await drain(receive, message)
                 return b"", False
             parts.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(parts), True
+
+
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 0.5
+
+
+async def drain(receive, message) -> None:
+    """Read and drop the rest of a refused body (at most ``DRAIN_BYTES`` more, waiting at most ``DRAIN_SECONDS`` for
+    each part): closing a connection with unread bytes makes the kernel send a reset, which can destroy the 413
+    answer before the client reads it. A body that never ends is left after the wait."""
+    dropped = 0
+    while message.get("more_body", False) and dropped < DRAIN_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), DRAIN_SECONDS)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        dropped += len(message.get("body", b""))
 
 
 def replay(body: bytes, receive):
