@@ -3,6 +3,7 @@
 The Ray tests share one local Ray instance (2 CPUs, no dashboard) and skip when Ray (the ``distributed`` extra)
 is not installed.
 """
+import functools
 import json
 import os
 import signal
@@ -13,9 +14,12 @@ import torch
 
 import attnlab
 from attnlab.distributed import ray_pool
+from attnlab.distributed.eval_job import eval_dataset
 from attnlab.distributed.job import REPORT, profile_dataset
 from attnlab.distributed.partials import merge, shard_partial
 from attnlab.errors import AttnlabError
+from attnlab.evals.harness import MethodSpec, run
+from attnlab.evals.tasks import make_task
 
 TEXTS = [f"Text {i}: the cat sat on the mat {i} times, and then {'the dog ' * (i % 3)}barked." for i in range(7)]
 SETTINGS = {"epsilon": 0.3, "batch_size": 8, "truncate": False}
@@ -105,12 +109,25 @@ def test_one_and_two_workers_give_the_single_process_report(ray, dataset, tmp_pa
         assert report["summary"] == alone["summary"]
         assert report["dataset"] == {**alone["dataset"], "path": report["dataset"]["path"]}
         assert report["run"]["workers"] == n and report["run"]["ray"] and report["run"]["shards"] == 4
+        assert len(report["run"]["peak_rss_mib"]) == n and all(m > 50 for m in report["run"]["peak_rss_mib"])
+
+
+def test_an_evaluation_on_one_and_two_workers_is_the_single_process_report(ray, tiny, tmp_path):
+    task = make_task("override", tiny[1], 8, seed=2)
+    spec = MethodSpec("pasta", {"alpha": 0.05, "heads": "L1,L2"})
+    single = run(*tiny, task, spec, batch_size=2)
+    for n in (1, 2):
+        report = eval_dataset("tiny", task, spec, tmp_path / f"w{n}", tokenizer=tiny[1], batch_size=2, shard_size=2,
+                              workers=n)
+        expected = json.loads(json.dumps({k: v for k, v in single.items() if k != "seconds"}))
+        assert {k: report[k] for k in expected} == expected
+        assert report["run"]["workers"] == n and report["run"]["ray"] and report["run"]["shards"] == 4
 
 
 def test_a_killed_worker_s_shard_is_retried(ray, tiny):
     shards = [(i, [text]) for i, text in enumerate(TEXTS[:5])]
     expected = merge([shard_partial(*tiny, i, texts, **SETTINGS) for i, texts in shards])
-    pool = ray_pool.RayPool(ray, 2, "tiny", None, SETTINGS)
+    pool = ray_pool.RayPool(ray, 2, "tiny", None, functools.partial(shard_partial, **SETTINGS))
     try:
         pids = ray.get([actor.pid.remote() for actor in pool.actors])
         partials = []

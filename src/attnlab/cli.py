@@ -113,6 +113,7 @@ def profile(
     workers: Optional[int] = typer.Option(None, min=1, help="with --ray: number of workers, one model each "
                                           "(default 2)"),
     shard_size: int = typer.Option(64, min=1, help="with --dataset: texts per shard (the unit of resuming)"),
+    device: str = DEVICE_OPTION,
 ):
     """Profile attention sinks: first-token mass, Sink ratio and entropy per layer and head.
 
@@ -127,7 +128,7 @@ def profile(
         run(lambda: profile_dataset_command(model, dataset, out=out, use_ray=use_ray, ray_address=ray_address,
                                             workers=workers, shard_size=shard_size, epsilon=epsilon,
                                             truncate=truncate, batch_size=batch_size, dtype=dtype,
-                                            other_inputs=given))
+                                            device=device, other_inputs=given))
         return
     if use_ray or ray_address or workers is not None:
         err_console.print("[red]error:[/red] --ray, --ray-address and --workers go with --dataset")
@@ -147,7 +148,7 @@ def profile(
             (["profile.html"] if html else [])
         target = output_dir(out, "profile", names, overwrite)
         with console.status(f"loading {model}"):
-            m, tok = attnlab.load(model, dtype=dtype, trust_remote_code=trust_remote_code)
+            m, tok = attnlab.load(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
         first = texts[0] if texts else attnlab.profile_sample_text()
         if maps:
             shape = ModelShape.of(m)
@@ -302,10 +303,21 @@ def evaluate(
     out: Optional[str] = typer.Option(None, help="output folder (default: attnlab-out/eval-<time>)"),
     overwrite: bool = typer.Option(False),
     batch_size: int = typer.Option(16, min=1),
+    shard_size: Optional[int] = typer.Option(None, min=1, help="run in shards of this many test examples (a "
+                                             "multiple of --batch-size), each kept in --out as it finishes: rerun "
+                                             "with the same --out to resume (default with --ray: 4 batches)"),
+    use_ray: bool = typer.Option(False, "--ray", help="run the shards on a local Ray instance, one model per worker"),
+    ray_address: Optional[str] = typer.Option(None, help="run the shards on the Ray cluster at this address"),
+    workers: Optional[int] = typer.Option(None, min=1, help="with --ray: number of workers (default 2)"),
+    device: str = DEVICE_OPTION,
 ):
-    """Measure a steering method on a task: accuracy unsteered vs steered, paired difference with 95% CI."""
+    """Measure a steering method on a task: accuracy unsteered vs steered, paired difference with 95% CI.
+
+    With --shard-size or --ray the test prompts run in shards, resumably, on Ray workers if asked: the report is
+    the one a single run gives, number for number, plus the run's workers and shards."""
     def body():
         import attnlab
+        from attnlab.commands.eval_dataset import check_sharding, eval_dataset_command
         from attnlab.evals.harness import run as run_eval, use_chat as check_form
         from attnlab.evals.plots import bucket_plot, sweep_plot
         from attnlab.evals.splits import train_and_test
@@ -325,22 +337,29 @@ def evaluate(
         if (file is not None) != (task == "jsonl"):
             raise AttnlabError("--file goes with --task jsonl" if file is not None else "--task jsonl needs --file "
                                "PATH to a JSONL file of {prompt, answer} records")
-        if task == "jsonl":
-            read_jsonl(str(file), scorer)
+        sharded, ray_workers, shards = check_sharding(use_ray, ray_address, workers, shard_size, sweep, batch_size)
+        if task == "jsonl":             # sharded: a malformed record is skipped and counted, not refused
+            read_jsonl(str(file), scorer, [] if sharded else None)
         specs = method_specs(method, param, select, span, sweep)
         names = ["eval.json", "eval.png"] + (["sweep.png", "sweep.json"] if sweep else []) + \
             (["heads.json"] if select == "heads" else [])
-        target = output_dir(out, "eval", names, overwrite)
+        target = output_dir(out, "eval", [] if sharded else names, overwrite)   # a sharded job resumes its --out
         with console.status(f"loading {model}"):
-            m, tok = attnlab.load(model)
+            m, tok = attnlab.load(model, device=device)
         form = use_chat(chat, tok)
         task_params = {"chat": form} if pairs is None else {"pairs": pairs, "chat": form}
         if task == "jsonl":
-            task_params.update(path=str(file), scorer=scorer)
+            task_params.update(path=str(file), scorer=scorer, **({"skip_bad": True} if sharded else {}))
         train, test = train_and_test(task, tok, n, seed, max_positions(m), train_n if select else None, **task_params)
         check_form(tok, test, form)
         results = []
         for value, spec in specs:
+            if sharded:                 # specs holds one spec: --sweep is refused with shards
+                results.append((None, eval_dataset_command(
+                    model, m, tok, test, spec, target, train=train, budget=budget, seed=seed, batch_size=batch_size,
+                    chat=form, shard_size=shards, workers=ray_workers, ray_address=ray_address, device=device,
+                    label=f"{task} · {method}")))
+                continue
             with progress_bar() as bar:
                 job = bar.add_task(f"{task} · {method}" + (f" {sweep.partition('=')[0]}={value}" if sweep else ""),
                                    total=None)

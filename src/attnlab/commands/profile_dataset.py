@@ -10,7 +10,8 @@ from attnlab.errors import AttnlabError
 
 def profile_dataset_command(model: str, dataset: Path, *, out: Optional[str], use_ray: bool,
                             ray_address: Optional[str], workers: Optional[int], shard_size: int, epsilon: float,
-                            truncate: bool, batch_size: int, dtype: Optional[str], other_inputs: list[str]) -> None:
+                            truncate: bool, batch_size: int, dtype: Optional[str], device: str,
+                            other_inputs: list[str]) -> None:
     """Run :func:`attnlab.distributed.job.profile_dataset` with one progress bar and print where the report went."""
     from attnlab.cli import console, progress_bar
     from attnlab.distributed.job import REPORT, profile_dataset
@@ -29,12 +30,14 @@ def profile_dataset_command(model: str, dataset: Path, *, out: Optional[str], us
         task = bar.add_task("profiling", total=None)
         report = profile_dataset(model, dataset, folder, workers=workers, ray_address=ray_address,
                                  shard_size=shard_size, epsilon=epsilon, batch_size=batch_size, truncate=truncate,
-                                 dtype=dtype, on_start=lambda total, done: bar.update(task, total=total, completed=done),
+                                 dtype=dtype, device=device,
+                                 on_start=lambda total, done: bar.update(task, total=total, completed=done),
                                  on_shard=lambda n: bar.advance(task, n))
     data, run, summary = report["dataset"], report["run"], report["summary"]
     for skipped in data["skipped"]:
         console.print(f"[yellow]skipped[/yellow] line {skipped['line']} of {data['path']}: {skipped['reason']}")
+    memory = ", ".join(f"{m:.0f}" for m in run["peak_rss_mib"] if m is not None) or "?"
     console.print(f"{data['texts']} texts ({data['skipped_lines']} lines skipped), {run['shards']} shards "
-                  f"({run['shards_resumed']} resumed) on {run['workers']} worker(s): sink ratio "
-                  f"{summary['sink_ratio']}%, {summary['heads_with_sink']} heads with a sink")
+                  f"({run['shards_resumed']} resumed) on {run['workers']} worker(s), peak memory {memory} MiB: "
+                  f"sink ratio {summary['sink_ratio']}%, {summary['heads_with_sink']} heads with a sink")
     console.print(f"wrote {folder / REPORT}")

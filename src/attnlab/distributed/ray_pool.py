@@ -1,4 +1,4 @@
-"""A pool of Ray actors, one model per worker, each profiling whole shards (the ``distributed`` extra).
+"""A pool of Ray actors, one model per worker, each running a job's work on whole shards (the ``distributed`` extra).
 
 ``ray.init`` starts a local Ray instance (``num_cpus`` = workers, no dashboard) or joins a cluster at an
 address, which is first checked to answer within a few seconds so that a wrong address fails at once instead of
@@ -38,8 +38,21 @@ def check_address(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                            " check the address, or use --ray for a local Ray instance") from None
 
 
-def start_ray(workers: int, address: str | None = None):
-    """Start a local Ray instance with ``workers`` CPUs, or connect to the cluster at ``address``; the ray module."""
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (``VmHWM`` on Linux), in MiB; None elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def start_ray(workers: int, address: str | None = None, device: str = "cpu"):
+    """Start a local Ray instance with ``workers`` CPUs, or connect to the cluster at ``address``; the ray module.
+    With a ``cuda`` device each worker needs a GPU of its own."""
     ray = import_ray()
     if address is not None:
         check_address(address)
@@ -48,30 +61,34 @@ def start_ray(workers: int, address: str | None = None):
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    if cpus < workers:                  # actors that cannot be placed would wait for ever
-        raise AttnlabError(f"{workers} workers need {workers} CPUs but the Ray instance has {cpus}: ask for fewer "
-                           "workers" + ("" if address else " (or start Ray again with more CPUs)"))
+    for kind in ("CPU",) + (("GPU",) if str(device).startswith("cuda") else ()):
+        have = int(ray.cluster_resources().get(kind, 0))
+        if have < workers:              # actors that cannot be placed would wait for ever
+            raise AttnlabError(f"{workers} workers need {workers} {kind}s but the Ray instance has {have}: ask for "
+                               "fewer workers" + ("" if address else f" (or start Ray again with more {kind}s)"))
     return ray
 
 
 class ShardWorker:
-    """One model in one Ray actor process: profiles shards and returns their partials."""
+    """One model in one Ray actor process: runs ``work(model, tokenizer, shard, items)`` on shards, returns partials.
 
-    def __init__(self, model: str, dtype, settings: dict) -> None:
+    ``work`` is a module-level function (or a ``functools.partial`` of one) so that Ray can send it to the worker:
+    :func:`attnlab.distributed.partials.shard_partial` for a profile, :func:`attnlab.distributed.eval_job.
+    eval_shard_partial` for an evaluation.
+    """
+
+    def __init__(self, model: str, dtype, work, device: str = "cpu") -> None:
         import torch
 
         from attnlab.models.loading import load
 
         torch.set_num_threads(1)
-        self.model, self.tokenizer = load(model, dtype=dtype)
-        self.settings = settings
+        self.model, self.tokenizer = load(model, dtype=dtype, device=device)
+        self.work = work
 
-    def run(self, shard: int, texts: list[str]) -> dict:
-        """The partial of shard ``shard`` (see :func:`attnlab.distributed.partials.shard_partial`)."""
-        from attnlab.distributed.partials import shard_partial
-
-        return shard_partial(self.model, self.tokenizer, shard, texts, **self.settings)
+    def run(self, shard: int, items: list) -> dict:
+        """The partial of shard ``shard``."""
+        return self.work(self.model, self.tokenizer, shard, items)
 
     def pid(self) -> int:
         """The worker's process id."""
@@ -79,23 +96,28 @@ class ShardWorker:
 
         return os.getpid()
 
+    def peak_rss_mib(self) -> float | None:
+        """The worker process's peak resident memory so far, in MiB (None where the OS does not say)."""
+        return peak_rss_mib()
+
 
 class RayPool:
-    """``workers`` :class:`ShardWorker` actors; :meth:`run` hands out shards and yields partials as they finish."""
+    """``workers`` :class:`ShardWorker` actors running ``work``; :meth:`run` hands out shards and yields partials as they finish."""
 
-    def __init__(self, ray, workers: int, model: str, dtype, settings: dict) -> None:
+    def __init__(self, ray, workers: int, model: str, dtype, work, device: str = "cpu") -> None:
         self.ray = ray
-        remote = ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(ShardWorker)
-        self.actors = [remote.remote(model, dtype, settings) for _ in range(workers)]
+        gpus = 1 if str(device).startswith("cuda") else 0    # Ray gives each actor its own GPU as "cuda"
+        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=RETRIES, max_task_retries=RETRIES)(ShardWorker)
+        self.actors = [remote.remote(model, dtype, work, device) for _ in range(workers)]
 
-    def run(self, shards: list[tuple[int, list[str]]]):
+    def run(self, shards: list[tuple[int, list]]):
         """Yield each shard's partial as it finishes (each actor takes the next shard when it is free)."""
         pending = list(reversed(shards))
         running = {}
         for actor in self.actors:
             if pending:
-                shard, texts = pending.pop()
-                running[actor.run.remote(shard, texts)] = actor
+                shard, items = pending.pop()
+                running[actor.run.remote(shard, items)] = actor
         while running:
             done, _ = self.ray.wait(list(running), num_returns=1)
             actor = running.pop(done[0])
@@ -105,11 +127,17 @@ class RayPool:
                 raise AttnlabError(f"a Ray worker failed {RETRIES + 1} times on a shard: {str(exc).splitlines()[0]}") \
                     from exc
             if pending:
-                shard, texts = pending.pop()
-                running[actor.run.remote(shard, texts)] = actor
+                shard, items = pending.pop()
+                running[actor.run.remote(shard, items)] = actor
             yield partial
 
-    def close(self) -> None:
-        """End the actors."""
+    def close(self) -> list[float | None]:
+        """End the actors; each one's peak resident memory in MiB (None for one that does not answer at once)."""
+        peaks = []
         for actor in self.actors:
+            try:
+                peaks.append(self.ray.get(actor.peak_rss_mib.remote(), timeout=CONNECT_TIMEOUT_S))
+            except Exception:           # a dead or stuck actor: its memory is unknown, it is ended all the same
+                peaks.append(None)
             self.ray.kill(actor)
+        return peaks

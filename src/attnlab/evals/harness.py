@@ -324,17 +324,10 @@ def _gold(example: EvalExample, scorer: str) -> str:
     return example.answers[0]
 
 
-def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | None = None,
-        budget: int | None = None, seed: int = 0, batch_size: int = 16, on_step=None,
-        chat: bool | None = None) -> dict:
-    """Evaluate ``spec`` on ``task``, in chat form if ``chat`` (default: when the model has a chat template):
-    the primary metric unsteered and steered, their paired difference with CI, McNemar, buckets, each secondary
-    metric with its own paired CI, the count of replies that could not be read, provenance."""
-    from attnlab import __version__
-    from attnlab.profile import model_info
-
-    started = time.time()
-    form = use_chat(tokenizer, task, chat)
+def choose(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | None = None,
+           budget: int | None = None, on_step=None, form: bool = False) -> tuple[MethodSpec | None, dict | None]:
+    """``spec`` with its data-chosen setting (``spec.select``) chosen on ``train``, and the selection's record
+    (None when nothing is chosen); the task is checked to provide the method's span."""
     selected = None
     if spec is not None and spec.select:
         if train is None:
@@ -343,8 +336,33 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
         spec = spec.with_params(**{spec.select: selected[spec.select]})
     if spec is not None and spec.span_name:
         _pieces(task.examples[0], spec.span_name)
+    return spec, selected
+
+
+def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | None = None,
+        budget: int | None = None, seed: int = 0, batch_size: int = 16, on_step=None,
+        chat: bool | None = None) -> dict:
+    """Evaluate ``spec`` on ``task``, in chat form if ``chat`` (default: when the model has a chat template):
+    the primary metric unsteered and steered, their paired difference with CI, McNemar, buckets, each secondary
+    metric with its own paired CI, the count of replies that could not be read, provenance."""
+    from attnlab.profile import model_info
+
+    started = time.time()
+    form = use_chat(tokenizer, task, chat)
+    spec, selected = choose(model, tokenizer, task, spec, train=train, budget=budget, on_step=on_step, form=form)
     unsteered = score_task(model, tokenizer, task, None, batch_size, on_step, form)
     steered = score_task(model, tokenizer, task, spec, batch_size, on_step, form) if spec else unsteered
+    return summarize(model_info(model).model_dump(), task, spec, selected, train, unsteered, steered, seed=seed,
+                     form=form, seconds=time.time() - started)
+
+
+def summarize(model: dict, task: Task, spec: MethodSpec | None, selected: dict | None, train: Task | None,
+              unsteered: dict[str, torch.Tensor], steered: dict[str, torch.Tensor], *, seed: int, form: bool,
+              seconds: float) -> dict:
+    """The evaluation report from per-example scores (each metric, primary first) unsteered and steered: see
+    :func:`run`. ``model`` is the model's provenance (``attnlab.profile.model_info``)."""
+    from attnlab import __version__
+
     metric = next(iter(unsteered))
     u, s = unsteered[metric], steered[metric]
     buckets = {}
@@ -355,7 +373,7 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
     n = len(task.examples)
     parsed = None if task.encoder or task.scorer in TEACHER_FORCED else get_reply_scorer(task.scorer).parsed
     return {
-        "attnlab_version": __version__, "model": model_info(model).model_dump(),
+        "attnlab_version": __version__, "model": model,
         "task": {"name": task.name, "scorer": task.scorer, **task.params},
         "chat": form, "metric": metric,
         "method": None if spec is None else {"name": spec.name, "span": spec.span_name, "params": {
@@ -372,7 +390,7 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
                       for key in list(unsteered)[1:]},
         "unparsed": None if parsed not in unsteered else {
             "unsteered": int((unsteered[parsed] == 0).sum()), "steered": int((steered[parsed] == 0).sum())},
-        "buckets": buckets, "seconds": round(time.time() - started, 1),
+        "buckets": buckets, "seconds": round(seconds, 1),
         "per_example": {"unsteered": u.int().tolist(), "steered": s.int().tolist()},
     }
 

@@ -115,6 +115,7 @@ def kv_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None, pai
 
 NUMBER_ONLY = "Answer with the number only."
 CHAT_REPLY_TOKENS = 16   # a number and a few words around it
+SKIPPED_LISTED = 20      # malformed JSONL records named in a sharded evaluation's report (all are counted)
 
 
 def _form(task: Task, chat: bool) -> Task:
@@ -346,11 +347,12 @@ def choice_task(tokenizer, n: int, seed: int = 0, max_tokens: int | None = None,
                                                "seed": seed, "chat": chat}, chat=chat)
 
 
-def read_jsonl(path: str | None, scorer: str = "exact") -> list[EvalExample]:
+def read_jsonl(path: str | None, scorer: str = "exact", skipped: list | None = None) -> list[EvalExample]:
     """The user's records, one JSON object per line: ``{"prompt": …, "answer": … | "answers": […],
     "spans": {"emphasis": "…"}, "wrong": […], "meta": {…}}``; ``<<…>>`` in the prompt marks the ``emphasis``
     span; ``meta`` holds the scorer's parameters (``labels``, a ``pattern``, a JSON ``key``).
-    A record that is not of that form is refused in one line naming its line number."""
+    A record that is not of that form is refused in one line naming its line number -- or, when a ``skipped``
+    list is given (a large file evaluated in shards), appended to it as ``{"line", "reason"}`` and left out."""
     if path is None:
         raise AttnlabError("task 'jsonl' needs --file PATH to a JSONL file of {prompt, answer} records")
     if scorer not in TEACHER_FORCED:
@@ -362,7 +364,17 @@ def read_jsonl(path: str | None, scorer: str = "exact") -> list[EvalExample]:
         lines = file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
         raise AttnlabError(f"{path} is not UTF-8 text: convert it first (e.g. iconv -t UTF-8)") from None
-    examples = [_record(line, f"{path} line {number}", scorer) for number, line in enumerate(lines, 1) if line.strip()]
+    examples = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            examples.append(_record(line, where, scorer))
+        except AttnlabError as exc:
+            if skipped is None:
+                raise
+            skipped.append({"line": number, "reason": str(exc).removeprefix(where).lstrip(": ")})
     if not examples:
         raise AttnlabError(f"{path} holds no records")
     return examples
@@ -403,15 +415,21 @@ def _record(line: str, where: str, scorer: str) -> EvalExample:
 
 
 def jsonl_task(tokenizer, n: int | None, seed: int = 0, max_tokens: int | None = None, path: str | None = None,
-               scorer: str = "exact") -> Task:
-    """``n`` (all if None) of the records of the JSONL file ``path`` (see :func:`read_jsonl`), shuffled by ``seed``."""
-    examples = read_jsonl(path, scorer)
+               scorer: str = "exact", skip_bad: bool = False) -> Task:
+    """``n`` (all if None) of the records of the JSONL file ``path`` (see :func:`read_jsonl`), shuffled by ``seed``.
+    With ``skip_bad`` a malformed record is left out and counted (``params["skipped_lines"]``, the first 20 named
+    in ``params["skipped"]``) instead of refusing the file."""
+    skipped = [] if skip_bad else None
+    examples = read_jsonl(path, scorer, skipped)
     rng = random.Random(seed)
     rng.shuffle(examples)
     examples = examples[:n] if n else examples
     longest = _fits(tokenizer, [(e.prompt, e.answers[0]) for e in examples])
     _check_budget("jsonl", longest, max_tokens, "shorten the longest prompts")
-    return Task("jsonl", examples, scorer, {"path": str(path), "scorer": scorer, "n": len(examples), "seed": seed})
+    params = {"path": str(path), "scorer": scorer, "n": len(examples), "seed": seed}
+    if skipped is not None:
+        params.update(skipped_lines=len(skipped), skipped=skipped[:SKIPPED_LISTED])
+    return Task("jsonl", examples, scorer, params)
 
 
 TASKS = {"kv": kv_task, "needle": needle_task, "override": override_task, "format": format_task,
