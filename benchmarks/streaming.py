@@ -86,18 +86,21 @@ def main(argv=None) -> dict:
 
 
 def merge_reports(reports: list[dict]) -> dict:
-    """One report from runs of different modes over the same stream; refuses runs whose settings differ."""
+    """One report from runs of different modes over the same stream; refuses runs whose settings differ.
+
+    Runs of different eviction policies (``--modes sink`` in one, ``--modes h2o`` in another) join; the ratios are
+    then taken against the first run's policy."""
     from attnlab.cache.evaluate import ratios
     from attnlab.errors import AttnlabError
 
-    keys = ("model", "tokens", "num_sink", "window", "policy", "segment", "dtype")
+    keys = ("model", "tokens", "num_sink", "window", "segment", "dtype")
     first = reports[0]
     for other in reports[1:]:
         differ = [k for k in keys if other.get(k) != first.get(k)]
         if differ:
             raise AttnlabError(f"cannot merge runs whose {differ[0]} differ ({first.get(differ[0])} vs "
                                f"{other.get(differ[0])}): merge runs of the same stream and cache")
-    merged = dict(first, modes={}, segments={}, curves={}, commands=[r["command"] for r in reports])
+    merged = dict(first, modes={}, segments={}, curves={}, commands=[c for r in reports for c in r.get("commands") or [r["command"]]])
     for r in reports:
         for part in ("modes", "segments", "curves"):
             merged[part].update(r[part])
