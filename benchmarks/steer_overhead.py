@@ -10,6 +10,10 @@ limit lifted). A prompt never exceeds the model's positions minus ``--new-tokens
 subprocess; the methods are interleaved, repeat by repeat, so drifts of the machine hit them alike.
 
     python benchmarks/steer_overhead.py [--model smollm2] [--lengths 512 2048 8192] [--new-tokens 32] [--threads 1]
+    python benchmarks/steer_overhead.py --device cuda --dtype float16     # on a GPU: is SDPA still on a fused kernel?
+
+On a GPU, memory is the CUDA allocator's peak during prefill (above what the model holds before it) and each
+time is taken after ``torch.cuda.synchronize()``; on the CPU, memory is the process's resident-memory growth.
 """
 from __future__ import annotations
 
@@ -51,15 +55,17 @@ def float_mask_attention(plan):
     def fn(module, query, key, value, attention_mask, **kwargs):
         b, h, q, _ = query.shape
         k = key.shape[2]
+        like = {"dtype": query.dtype, "device": query.device}
+        lowest = torch.finfo(query.dtype).min
         if attention_mask is None:
-            causal = torch.ones(q, k, dtype=torch.bool).tril(k - q)
-            base = torch.zeros(b, 1, q, k).masked_fill(~causal, torch.finfo(torch.float32).min)
+            causal = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)
+            base = torch.zeros(b, 1, q, k, **like).masked_fill(~causal, lowest)
         else:
             base = attention_mask if attention_mask.dtype != torch.bool else torch.zeros(
-                attention_mask.shape).masked_fill(~attention_mask, torch.finfo(torch.float32).min)
+                attention_mask.shape, **like).masked_fill(~attention_mask, lowest)
         mask = base.expand(b, h, q, k).clone()
         for head in plan["heads"].get(module.layer_idx, []):
-            mask[:, head, :, : plan["prompt_len"]] += plan["bias"][:, None, :]
+            mask[:, head, :, : plan["prompt_len"]] += plan["bias"].to(**like)[:, None, :]
         return eager_attention_forward(module, query, key, value, mask, **kwargs)
     return fn
 
@@ -73,12 +79,12 @@ def flex_attention_fn(plan):
 
     def fn(module, query, key, value, attention_mask, scaling=None, **kwargs):
         q_len, k_len = query.shape[2], key.shape[2]
-        bias = torch.zeros(query.shape[1], k_len)
+        bias = torch.zeros(query.shape[1], k_len, dtype=query.dtype, device=query.device)
         for head in plan["heads"].get(module.layer_idx, []):
             bias[head, : plan["prompt_len"]] = plan["bias"][0]
         if (q_len, k_len) not in cache:
             cache[(q_len, k_len)] = create_block_mask(lambda b, h, qi, ki: qi + (k_len - q_len) >= ki, None, None,
-                                                      q_len, k_len, device="cpu")
+                                                      q_len, k_len, device=query.device)
 
         def score_mod(score, b, h, qi, ki):
             return score + bias[h, ki]
@@ -88,7 +94,25 @@ def flex_attention_fn(plan):
     return fn
 
 
-def one_case(model_name: str, method: str, length: int, new_tokens: int, threads: int) -> dict:
+class CudaPeak:
+    """``with CudaPeak(device) as p: ...``; ``p.peak``: the CUDA allocator's peak during the block, above its start."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+
+    def __enter__(self):
+        torch.cuda.synchronize(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.base, self.peak = torch.cuda.memory_allocated(self.device), 0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize(self.device)
+        self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+
+
+def one_case(model_name: str, method: str, length: int, new_tokens: int, threads: int, device: str = "cpu",
+             dtype: str = "float32") -> dict:
     global torch
     import torch
     from transformers import AttentionInterface
@@ -98,12 +122,14 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
     from attnlab.spans import HeadSet, Spans
 
     torch.set_num_threads(threads)
-    model, tok = load_model(model_name, length + new_tokens)
+    model, tok = load_model(model_name, length + new_tokens, device, dtype)
+    model.to(device=device, dtype=getattr(torch, dtype))
+    on_gpu = torch.device(device).type == "cuda"
     shape = ModelShape.of(model)
     length = min(length, shape.max_positions - new_tokens)
     heads = half_the_heads(shape)
     text, span = prompt_of(tok, length)
-    enc = tok(text, return_tensors="pt")
+    enc = tok(text, return_tensors="pt").to(device)
     if method in ("float-mask", "flex"):
         inputs = Spans.encode(tok, [text], {"e": span})
         bias = torch.where(inputs.masks["e"][0], 0.0, math.log(ALPHA))[None]
@@ -126,16 +152,26 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
             out = model(input_ids=nxt, attention_mask=mask, past_key_values=cache, use_cache=True)
             cache, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
 
+    def sync():
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
+    def peak_memory():
+        return CudaPeak(device) if on_gpu else PeakRSS(SAMPLE_EVERY)
+
     def timed():
-        with PeakRSS(SAMPLE_EVERY) as sampler:
+        with peak_memory() as sampler:
+            sync()
             start = time.perf_counter()
             out = prefill()
+            sync()
             prefill_s = time.perf_counter() - start
         start = time.perf_counter()
         decode(out, new_tokens)
+        sync()
         return prefill_s, sampler.peak, time.perf_counter() - start
 
-    short = tok(text[:80], return_tensors="pt")
+    short = tok(text[:80], return_tensors="pt").to(device)
     with torch.no_grad():
         if method == "attnlab":
             with attnlab.steer(model, attnlab.PASTA(text[:20], heads=heads, alpha=ALPHA), tokenizer=tok):
@@ -147,10 +183,12 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
             # recompile; the first call (compilation) is timed apart
             start = time.perf_counter()
             prefill()
+            sync()
             compile_s = time.perf_counter() - start
-            with PeakRSS(SAMPLE_EVERY) as sampler:
+            with peak_memory() as sampler:
                 start = time.perf_counter()
                 prefill()
+                sync()
                 prefill_s = time.perf_counter() - start
             return {"method": method, "tokens": int(enc["input_ids"].shape[1]), "prefill_s": prefill_s,
                     "prefill_peak_mib": sampler.peak / 2 ** 20, "decode_tok_s": float("nan"), "compile_s": compile_s}
@@ -167,7 +205,8 @@ def one_case(model_name: str, method: str, length: int, new_tokens: int, threads
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="smollm2", help="attnlab model name (tiny: positions lifted)")
+    p.add_argument("--model", default="smollm2", help="attnlab model name (tiny: positions lifted), or shape:smollm2 / "
+                   "shape:llama3-8b (random weights of that shape, for timing where the weights are not at hand)")
     p.add_argument("--lengths", type=int, nargs="+", default=[512, 2048, 8192])
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
@@ -175,16 +214,19 @@ def main() -> None:
     p.add_argument("--methods", default="sdpa,attnlab,float-mask", help="comma list of sdpa, attnlab, float-mask "
                    "(the float mask is slow and n^2 in memory at long prompts)")
     p.add_argument("--flex", action="store_true", help="also FlexAttention with a score_mod (prefill only; compiles)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU needs a CUDA build of torch)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--case", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.case:
-        print(json.dumps(one_case(args.model, args.case[0], int(args.case[1]), args.new_tokens, args.threads)))
+        print(json.dumps(one_case(args.model, args.case[0], int(args.case[1]), args.new_tokens, args.threads,
+                                  args.device, args.dtype)))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"steering overhead: PASTA on 50% of the heads ({args.model}, {args.threads} thread(s), "
-                        f"median of {args.repeats})")
+    table = Table(title=f"steering overhead: PASTA on 50% of the heads ({args.model}, {args.device}, {args.dtype}, "
+                        f"{args.threads} thread(s), median of {args.repeats})")
     for col in ("tokens", "method", "prefill s", "prefill peak MiB", "decode tok/s", "tok/s vs sdpa",
                 "peak vs sdpa"):
         table.add_column(col, justify="right")
@@ -197,9 +239,8 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so drifts of the machine hit every method alike
             for method in runs:
                 out = subprocess.run([sys.executable, __file__, "--model", args.model, "--case", method, str(length),
-                                      "--new-tokens",
-                                      str(args.new_tokens), "--threads", str(args.threads)], capture_output=True,
-                                     text=True)
+                                      "--new-tokens", str(args.new_tokens), "--threads", str(args.threads),
+                                      "--device", args.device, "--dtype", args.dtype], capture_output=True, text=True)
                 if out.returncode != 0:
                     raise SystemExit(f"{method} at {length} failed: {out.stderr.strip().splitlines()[-1]}")
                 runs[method].append(json.loads(out.stdout.strip().splitlines()[-1]))
