@@ -22,7 +22,11 @@ def check_sharding(use_ray: bool, ray_address: Optional[str], workers: Optional[
 
         import_ray()
         workers = workers or 2
-    return True, workers, shard_size if shard_size is not None else 4 * batch_size
+    from attnlab.distributed.eval_job import check_shard_size
+
+    shards = shard_size if shard_size is not None else 4 * batch_size
+    check_shard_size(shards, batch_size)   # before the model loads
+    return True, workers, shards
 
 
 def eval_dataset_command(model: str, m, tok, test, spec, target, *, train, budget, seed, batch_size, chat,

@@ -41,6 +41,13 @@ def _spec_record(spec: MethodSpec | None) -> dict | None:
                                       "select": spec.select, "span": spec.span}
 
 
+def check_shard_size(shard_size: int, batch_size: int) -> None:
+    """Refuse a shard size that is not a multiple of the batch size (a batch would then differ from a plain run's)."""
+    if shard_size % batch_size:
+        raise AttnlabError(f"--shard-size {shard_size} is not a multiple of --batch-size {batch_size}: make it one, "
+                           "so that every batch is the one a single-process run makes")
+
+
 def eval_shard_partial(model, tokenizer, shard: int, examples: list, *, task: dict, spec: MethodSpec | None,
                        form: bool, batch_size: int) -> dict:
     """Score one shard's ``examples`` unsteered and steered: ``{"shard", "n", "model", "unsteered", "steered"}``,
@@ -89,9 +96,7 @@ def eval_dataset(model: str, test: Task, spec: MethodSpec | None, out, *, tokeni
     ``on_start(total, done)`` and ``on_shard(n)`` count test examples; ``on_choose(n)`` counts selection steps.
     ``loaded`` (a ``(model, tokenizer)`` already loaded) serves the selection and in-process shards.
     """
-    if shard_size % batch_size:
-        raise AttnlabError(f"--shard-size {shard_size} is not a multiple of --batch-size {batch_size}: make it one, "
-                           "so that every batch is the one a single-process run makes")
+    check_shard_size(shard_size, batch_size)
     started = time.time()
     form = use_chat(tokenizer, test, chat)
     folder = Path(out)
