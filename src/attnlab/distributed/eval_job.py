@@ -30,6 +30,11 @@ REPORT = "eval.json"
 SELECTION = "selection.json"
 
 
+def as_json(value):
+    """``value`` as it reads back from JSON (tuples become lists; what JSON cannot hold becomes its text)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def examples_sha256(task: Task) -> str:
     """The sha256 of a task's examples (prompts, answers, spans, buckets, scorer parameters), in order."""
     rows = [dataclasses.asdict(e) for e in task.examples]
@@ -37,7 +42,7 @@ def examples_sha256(task: Task) -> str:
 
 
 def _spec_record(spec: MethodSpec | None) -> dict | None:
-    return None if spec is None else {"name": spec.name, "params": json.loads(json.dumps(spec.params, default=str)),
+    return None if spec is None else {"name": spec.name, "params": as_json(spec.params),
                                       "select": spec.select, "span": spec.span}
 
 
@@ -80,7 +85,7 @@ def _chosen(folder: Path, model: str, dtype, test: Task, spec: MethodSpec | None
 
     model_, tokenizer = loaded or load(model, dtype=dtype, device=device)
     chosen, selected = choose(model_, tokenizer, test, spec, train=train, budget=budget, on_step=on_choose, form=form)
-    write_json_atomic(path, json.loads(json.dumps(selected, default=str)))
+    write_json_atomic(path, as_json(selected))
     return chosen, selected
 
 
@@ -103,7 +108,7 @@ def eval_dataset(model: str, test: Task, spec: MethodSpec | None, out, *, tokeni
     task = {"name": test.name, "scorer": test.scorer, "params": test.params, "encoder": test.encoder,
             "chat": test.chat}
     job = {"kind": "eval", "model": str(model), "dtype": None if dtype is None else str(dtype), "device": str(device),
-           "task": json.loads(json.dumps(task, default=str)), "examples_sha256": examples_sha256(test),
+           "task": as_json(task), "examples_sha256": examples_sha256(test),
            "train_sha256": None if train is None else examples_sha256(train), "method": _spec_record(spec),
            "budget": budget, "chat": form, "batch_size": batch_size, "shard_size": shard_size}
     shards = [test.examples[r.start:r.stop] for r in shard_ranges(len(test.examples), shard_size)]
@@ -117,6 +122,6 @@ def eval_dataset(model: str, test: Task, spec: MethodSpec | None, out, *, tokeni
                             on_start=on_start, on_shard=on_shard, loaded=loaded, device=device)
     report = summarize(one_model(folder, partials), test, spec, selected, train, _joined(partials, "unsteered"),
                        _joined(partials, "steered"), seed=seed, form=form, seconds=time.time() - started)
-    report = json.loads(json.dumps({**report, "run": {**run, "shard_size": shard_size}}))   # as written
+    report = as_json({**report, "run": {**run, "shard_size": shard_size}})   # as written
     write_json_atomic(folder / REPORT, report)
     return report
