@@ -55,7 +55,9 @@ PASTA_HEADS = ["--select", "heads", "--set", "top_k=4", "--set", "layers=3"]
 SMOLLM2_ROWS = [
     ("smollm2", "json-format", "pasta", PASTA_HEADS),
     ("smollm2", "json-format", "pasta", ["--set", "heads=all"]),
-    ("smollm2", "pronouns", "pasta", PASTA_HEADS),
+    ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "alpha=0.1"]),
+    ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "alpha=0.3"]),
+    ("smollm2", "pronouns", "pasta", ["--set", "heads=all"]),   # no answer text to choose heads by
     ("smollm2", "biasbios", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", ["--set", "heads=all"]),

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from attnlab import AttnlabError
-from attnlab.cache.evaluate import ModeRun, resolve_modes, running_curve, segments, stream_ids, stream_perplexity
+from attnlab.cache.evaluate import (ModeRun, resolve_modes, run_recompute, running_curve, segments, stream_ids,
+                                    stream_perplexity)
 
 
 def test_stream_ids_repeat_the_text_after_bos(tiny):
@@ -44,3 +45,17 @@ def test_attention_guided_modes_stay_bounded(tiny, mode, bound):
     assert entry["evaluated"] == 160 and math.isfinite(entry["ppl"])
     assert entry["cache_tokens_end"] <= bound
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_recompute_scores_the_last_token_of_a_fresh_window_forward(tiny):
+    """Each recompute NLL is the cross-entropy of a plain full-logits forward of the last ``size`` tokens."""
+    model, tok = tiny
+    ids = stream_ids(tok, 90)
+    run = run_recompute(model, ids, size=32, n_tokens=90, every=20)
+    assert run.positions == [0, 20, 40, 60, 80]
+    with torch.no_grad():
+        for i, t in enumerate(run.positions):
+            window = ids[:, max(0, t + 1 - 32):t + 1]
+            logits = model(window, use_cache=False).logits[0, -1].float()
+            expected = -torch.log_softmax(logits, -1)[ids[0, t + 1]]
+            assert float(run.nll[i]) == pytest.approx(float(expected), abs=1e-4)
