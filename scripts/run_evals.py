@@ -79,6 +79,28 @@ def fmt(x: float) -> str:
     return f"{x:.3f}"
 
 
+def row_name(model: str, task: str, method: str, extra: list[str]) -> str:
+    """The row's output folder name: model-task-method plus its setting values (``--rows`` takes these)."""
+    return f"{model}-{task}-{method}" + ("-" + "-".join(a.replace("=", "") for a in extra if not a.startswith("--"))
+                                        if extra else "")
+
+
+def table_row(model: str, task: str, method: str, cmd: list[str], r: dict) -> str:
+    """One EVALS.md table line from a row's ``eval.json`` report ``r``."""
+    pr = r["paired"]
+    sel = r.get("selection") or {}
+    chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("heads", "gamma", "m"))
+    settings = ", ".join(f"{k}={v}" for k, v in r["method"]["params"].items() if k not in ("top_k", "grid"))
+    verdict = "helps" if pr["ci_low"] > 0 else "hurts" if pr["ci_high"] < 0 else "no clear effect"
+    secondary = "; ".join(f"{k} {v['unsteered']:.3f}→{v['steered']:.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
+                          for k, v in (r.get("secondary") or {}).items() if k != "parsed") or "-"
+    return (f"| {model} | {task} ({r.get('metric', 'accuracy')}) | {method} | {settings or '-'}"
+            f"{' (chosen on train: ' + chosen + ')' if chosen else ''} "
+            f"| {fmt(r['unsteered']['accuracy'])} | {fmt(r['steered']['accuracy'])} | {pr['difference']:+.3f} "
+            f"[{pr['ci_low']:+.3f}, {pr['ci_high']:+.3f}] | {r['mcnemar']['p_value']:.3g} | {secondary} "
+            f"| {r['seconds']:.0f} | {verdict} | `{shlex.join(cmd)}` |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny", choices=sorted(MODELS), help="which rows to run")
@@ -86,39 +108,31 @@ def main() -> None:
     p.add_argument("--out", default="evals-out")
     p.add_argument("--only", help="run only this task")
     p.add_argument("--rows", help="run only these rows, by output folder name (comma list, e.g. smollm2-kv-spotlight)")
-    p.add_argument("--markdown", default="EVALS.md")
+    p.add_argument("--collect", action="store_true", help="run nothing: make the table from the eval.json files "
+                   "already in --out (rows not there are left out)")
     args = p.parse_args()
     out = Path(args.out)
     lines = []
     for model, task, method, extra in MODELS[args.model]:
         if args.only and task != args.only:
             continue
-        name = f"{model}-{task}-{method}" + ("-" + "-".join(a.replace("=", "") for a in extra if not a.startswith("--"))
-                                            if extra else "")
+        name = row_name(model, task, method, extra)
         if args.rows and name not in args.rows.split(","):
             continue
         target = out / name
-        cmd = ["attnlab", "eval", model, "--task", task, "--method", method, "--n", str(args.n), *extra,
-               "--out", str(target), "--overwrite"]
-        done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:]], capture_output=True, text=True)
+        cmd = ["attnlab", "eval", model, "--task", task, "--method", method, "--n", str(args.n), *extra]
+        if args.collect:
+            if (target / "eval.json").is_file():
+                lines.append(table_row(model, task, method, cmd, json.loads((target / "eval.json").read_text())))
+            continue
+        done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:], "--out", str(target), "--overwrite"],
+                              capture_output=True, text=True)
         if done.returncode != 0:
             lines.append(f"| {model} | {task} | {method} | failed: {done.stderr.strip().splitlines()[-1][:80]} |"
                          f" | | | | | | | `{shlex.join(cmd)}` |")
             print("FAILED", shlex.join(cmd), done.stderr[-500:], flush=True)
             continue
-        r = json.loads((target / "eval.json").read_text())
-        pr = r["paired"]
-        sel = r.get("selection") or {}
-        chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("heads", "gamma", "m"))
-        settings = ", ".join(f"{k}={v}" for k, v in r["method"]["params"].items() if k not in ("top_k", "grid"))
-        verdict = "helps" if pr["ci_low"] > 0 else "hurts" if pr["ci_high"] < 0 else "no clear effect"
-        secondary = "; ".join(f"{k} {v['unsteered']:.3f}→{v['steered']:.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
-                              for k, v in (r.get("secondary") or {}).items() if k != "parsed") or "-"
-        lines.append(f"| {model} | {task} ({r.get('metric', 'accuracy')}) | {method} | {settings or '-'}"
-                     f"{' (chosen on train: ' + chosen + ')' if chosen else ''} "
-                     f"| {fmt(r['unsteered']['accuracy'])} | {fmt(r['steered']['accuracy'])} | {pr['difference']:+.3f} "
-                     f"[{pr['ci_low']:+.3f}, {pr['ci_high']:+.3f}] | {r['mcnemar']['p_value']:.3g} | {secondary} "
-                     f"| {r['seconds']:.0f} | {verdict} | `{shlex.join(cmd)}` |")
+        lines.append(table_row(model, task, method, cmd, json.loads((target / "eval.json").read_text())))
         print(lines[-1], flush=True)
     header = ["| model | task (metric) | method | settings | unsteered | steered | difference [95% CI] | McNemar p | "
               "secondary metrics | seconds | verdict | command |",
