@@ -147,7 +147,47 @@ def test_cli_eval_choice_in_chat_form_and_the_chat_switch(tmp_path):
     assert bad.exit_code == 2 and "no chat template" in bad.output and not (tmp_path / "b").exists()
 
 
-def test_choosing_settings_on_a_task_without_answer_texts_is_one_line(smollm2):
+def test_choosing_heads_on_a_task_without_answer_texts_is_one_line(smollm2):
     task = Task("constraint", [EvalExample("Reply in upper case.", [], meta={"constraint": "upper"})], "ifeval", {})
-    with pytest.raises(AttnlabError, match="no answer text.*--set"):
-        run(*smollm2, task, MethodSpec("instaboost", select="m"), train=task)
+    with pytest.raises(AttnlabError, match="no answer text.*--set heads="):
+        run(*smollm2, task, MethodSpec("pasta", {"top_k": 2}, select="heads", span="instruction"), train=task)
+
+
+def upper_task(name: str) -> Task:
+    prompts = [f"Reply in upper case: {w}." for w in ("name a colour", "name a fruit", "name a city")]
+    return Task(name, [EvalExample(p, [], spans={"instruction": ["Reply in upper case"]}, meta={"constraint": "upper"})
+                       for p in prompts], "ifeval", {})
+
+
+def test_m_is_chosen_by_the_train_replies_with_the_fluency_check(smollm2, monkeypatch):
+    """InstABoost's M on an ifeval-style task: the best strict score among fluent M, the search stopping at the
+    first M whose replies fail the fluency check (perplexity > 2x the unsteered replies'), ties to the earliest."""
+    replies = {None: "not upper case", 1: "still not upper", 3: "ALL UPPER CASE", 5: "ALL UPPER CASE",
+               7: "GARBLED UPPER CASE", 9: "ALL UPPER CASE"}
+    perplexities = {"not upper case": 10.0, "still not upper": 12.0, "ALL UPPER CASE": 19.0, "GARBLED UPPER CASE": 21.0}
+    asked = []
+
+    def fake_generate(model, tokenizer, prompts, method=None, max_new_tokens=16, chat=False):
+        asked.append(None if method is None else method.m)
+        return [replies[asked[-1]]] * len(prompts)
+
+    monkeypatch.setattr("attnlab.steer.selection.generate_texts", fake_generate)
+    monkeypatch.setattr("attnlab.steer.selection.perplexity", lambda m, t, prompts, outs: perplexities[outs[0]])
+    spec = MethodSpec("instaboost", {"grid": (1, 3, 5, 7, 9)}, select="m")
+    r = run(*smollm2, upper_task("test"), spec, train=upper_task("train"), batch_size=4)
+    assert r["selection"]["m"] == 3                                   # 3 and 5 tie at 1.0: the earliest
+    grid = r["selection"]["grid"]
+    assert [g["m"] for g in grid] == [1, 3, 5, 7]                      # 7 fails fluency (21 > 2 x 10): 9 never tried
+    assert [g["score"] for g in grid] == [0.0, 1.0, 1.0, 1.0] and [g["fluent"] for g in grid] == [True] * 3 + [False]
+    assert r["method"]["params"]["m"] == 3 and r["steered"]["accuracy"] == 1.0 and r["unsteered"]["accuracy"] == 0.0
+    assert r["selection"]["criterion"] == "train replies, ifeval strict"
+    assert asked[:6] == [None, 1, 3, 5, 7, None]                       # train: unsteered, then M; then the test
+
+
+def test_no_fluent_m_on_the_grid_is_one_line(smollm2, monkeypatch):
+    monkeypatch.setattr("attnlab.steer.selection.generate_texts",
+                        lambda m, t, prompts, method=None, *a, **k: ["x" if method is None else "y"] * len(prompts))
+    monkeypatch.setattr("attnlab.steer.selection.perplexity", lambda m, t, p, outs: 5.0 if outs[0] == "x" else 50.0)
+    with pytest.raises(AttnlabError, match="no M on the grid keeps the train replies fluent"):
+        run(*smollm2, upper_task("test"), MethodSpec("instaboost", {"grid": (3, 5)}, select="m"),
+            train=upper_task("train"))

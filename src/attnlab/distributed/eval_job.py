@@ -73,7 +73,8 @@ def _joined(partials: dict[int, dict], side: str) -> dict[str, torch.Tensor]:
 
 
 def _chosen(folder: Path, model: str, dtype, test: Task, spec: MethodSpec | None, train: Task | None,
-            budget: int | None, form: bool, on_choose, loaded, device) -> tuple[MethodSpec | None, dict | None]:
+            budget: int | None, form: bool, on_choose, loaded, device,
+            batch_size: int) -> tuple[MethodSpec | None, dict | None]:
     """``spec`` with its data-chosen setting: read from ``folder/selection.json``, or chosen now and kept there."""
     if spec is None or not spec.select:
         return choose(None, None, test, spec)
@@ -84,7 +85,8 @@ def _chosen(folder: Path, model: str, dtype, test: Task, spec: MethodSpec | None
     from attnlab.models.loading import load
 
     model_, tokenizer = loaded or load(model, dtype=dtype, device=device)
-    chosen, selected = choose(model_, tokenizer, test, spec, train=train, budget=budget, on_step=on_choose, form=form)
+    chosen, selected = choose(model_, tokenizer, test, spec, train=train, budget=budget, on_step=on_choose, form=form,
+                              batch_size=batch_size)
     write_json_atomic(path, as_json(selected))
     return chosen, selected
 
@@ -116,7 +118,8 @@ def eval_dataset(model: str, test: Task, spec: MethodSpec | None, out, *, tokeni
         raise AttnlabError(f"{folder / REPORT} is the report of another evaluation: choose another --out")
     check_job(folder, job)              # before choosing, so that a selection.json is always this job's
     write_json_atomic(folder / "job.json", job)
-    spec, selected = _chosen(folder, model, dtype, test, spec, train, budget, form, on_choose, loaded, device)
+    spec, selected = _chosen(folder, model, dtype, test, spec, train, budget, form, on_choose, loaded, device,
+                             batch_size)
     work = functools.partial(eval_shard_partial, task=task, spec=spec, form=form, batch_size=batch_size)
     partials, run = run_job(folder, job, shards, model, dtype, work, workers=workers, ray_address=ray_address,
                             on_start=on_start, on_shard=on_shard, loaded=loaded, device=device)

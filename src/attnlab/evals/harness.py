@@ -228,21 +228,28 @@ def _teacher_forced(model, tokenizer, scorer: str, exs: list[EvalExample], make,
 def _replies(model, tokenizer, task: Task, exs: list[EvalExample], spec, batch_size: int,
              on_step) -> dict[str, torch.Tensor]:
     """Generate a greedy reply per example and score it with the task's reply scorer."""
+    rows = _reply_rows(model, tokenizer, task, exs, spec, batch_size, on_step)[1]
+    return {key: torch.tensor([row.get(key, 0.0) for row in rows], dtype=torch.float) for key in rows[0]}
+
+
+def _reply_rows(model, tokenizer, task: Task, exs: list[EvalExample], spec, batch_size: int,
+                on_step) -> tuple[list[str], list[dict[str, float]]]:
+    """The greedy replies to the rendered examples ``exs`` (steered by ``spec``) and each reply's scorer row."""
     from attnlab.steer.selection import generate_texts
 
     scorer = get_reply_scorer(task.scorer)
     longest = max((len(tokenizer(a, add_special_tokens=False)["input_ids"]) for e in exs for a in e.answers),
                   default=0)                                     # constraint tasks (ifeval) have no answer text
     max_new = task.params.get("max_new_tokens", max(DEFAULT_REPLY_TOKENS, longest + 8))
-    rows = []
+    replies, rows = [], []
     for s in range(0, len(exs), batch_size):
         idx = list(range(s, min(len(exs), s + batch_size)))
         method = spec.build(lambda name: [_pieces(exs[i], name) for i in idx]) if spec else None
-        replies = generate_texts(model, tokenizer, [exs[i].prompt for i in idx], method, max_new)
-        rows += [scorer.score(reply, exs[i]) for i, reply in zip(idx, replies)]
+        replies += generate_texts(model, tokenizer, [exs[i].prompt for i in idx], method, max_new)
+        rows += [scorer.score(reply, exs[i]) for i, reply in zip(idx, replies[s:])]
         if on_step:
             on_step(len(idx))
-    return {key: torch.tensor([row.get(key, 0.0) for row in rows], dtype=torch.float) for key in rows[0]}
+    return replies, rows
 
 
 @torch.no_grad()
@@ -286,14 +293,20 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int | None, on_step=None,
-                    chat: bool | None = None) -> dict:
+                    chat: bool | None = None, batch_size: int = 16) -> dict:
     """Choose ``spec.select`` on the train task (never the test prompts), in the form the test is asked in
-    (``chat``); returns the chosen value and details."""
+    (``chat``); returns the chosen value and details.
+
+    Tasks with answer texts are scored teacher-forced (the answer's likelihood or exact match); tasks whose
+    replies are checked (ifeval, pronouns) choose γ or M by :func:`select_by_replies`."""
     from attnlab.steer import selection
 
     if any(not e.answers for e in train.examples):
-        raise AttnlabError(f"--select {spec.select} scores the answer's likelihood on the train split, but task "
-                           f"'{train.name}' has no answer text (its replies are checked): give the value with --set")
+        if spec.select == "heads":
+            raise AttnlabError(f"--select heads ranks single heads by the answer's likelihood on the train split, but "
+                               f"task '{train.name}' has no answer text (its replies are checked): give the heads "
+                               "with --set heads=...")
+        return select_by_replies(model, tokenizer, spec, train, use_chat(tokenizer, train, chat), batch_size, on_step)
     rendered = render(tokenizer, train.examples, use_chat(tokenizer, train, chat), train.scorer)
     examples = [selection.Example(e.prompt, _gold(e, train.scorer), {k: v[0] for k, v in e.spans.items()})
                 for e in rendered]
@@ -317,6 +330,46 @@ def select_settings(model, tokenizer, spec: MethodSpec, train: Task, budget: int
     return {"m": best, "grid": results}
 
 
+def select_by_replies(model, tokenizer, spec: MethodSpec, train: Task, form: bool, batch_size: int = 16,
+                      on_step=None) -> dict:
+    """Choose γ (ZeroTuning) or M (InstABoost) by the train split's greedy replies, scored by the task's scorer.
+
+    Each grid value steers a greedy reply to every train prompt; the value with the highest mean primary metric
+    wins (ties: the earliest, i.e. the smallest on an ascending grid). For M, InstABoost's fluency check applies
+    as in :func:`attnlab.steer.selection.choose_instaboost_m`: the perplexity of the steered replies under the
+    unsteered model must stay within ``MAX_PPL_RATIO`` times that of the unsteered replies, and the search
+    stops at the first M that fails (the paper's code; the paper selects by task accuracy on held-out data,
+    with an LLM judge for fluency). One generation of the train split per grid value, plus one unsteered for M.
+    """
+    from attnlab.steer.selection import MAX_PPL_RATIO, perplexity
+
+    key = spec.select
+    exs = render(tokenizer, train.examples, form, train.scorer)
+    prompts = [e.prompt for e in exs]
+    base_ppl = None
+    if key == "m":
+        base = _reply_rows(model, tokenizer, train, exs, None, batch_size, on_step)[0]
+        base_ppl = perplexity(model, tokenizer, prompts, [r or " " for r in base])
+    results = []
+    for value in spec.options["grid"]:
+        replies, rows = _reply_rows(model, tokenizer, train, exs, spec.with_params(**{key: value}), batch_size,
+                                    on_step)
+        primary = next(iter(rows[0]))
+        entry = {key: value, "score": sum(row.get(primary, 0.0) for row in rows) / len(rows)}
+        if base_ppl is not None:
+            ppl = perplexity(model, tokenizer, prompts, [r or " " for r in replies])
+            entry.update(perplexity=ppl, base_perplexity=base_ppl, fluent=ppl <= MAX_PPL_RATIO * base_ppl)
+        results.append(entry)
+        if entry.get("fluent") is False:
+            break
+    passing = [r for r in results if r.get("fluent", True)]
+    if not passing:
+        raise AttnlabError(f"no M on the grid keeps the train replies fluent (perplexity within {MAX_PPL_RATIO}× the "
+                           "unsteered replies'): try smaller values with --set grid=...")
+    best = max(passing, key=lambda r: r["score"])
+    return {key: best[key], "grid": results, "criterion": f"train replies, {train.scorer} {primary}"}
+
+
 def _gold(example: EvalExample, scorer: str) -> str:
     """The text a rendered example's model should continue with: its gold label's continuation, or its answer."""
     if scorer == "labels":
@@ -325,14 +378,16 @@ def _gold(example: EvalExample, scorer: str) -> str:
 
 
 def choose(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | None = None,
-           budget: int | None = None, on_step=None, form: bool = False) -> tuple[MethodSpec | None, dict | None]:
+           budget: int | None = None, on_step=None, form: bool = False,
+           batch_size: int = 16) -> tuple[MethodSpec | None, dict | None]:
     """``spec`` with its data-chosen setting (``spec.select``) chosen on ``train``, and the selection's record
     (None when nothing is chosen); the task is checked to provide the method's span."""
     selected = None
     if spec is not None and spec.select:
         if train is None:
             raise AttnlabError(f"choosing {spec.select} from data needs a train split")
-        selected = {**select_settings(model, tokenizer, spec, train, budget, on_step, form), "options": spec.options}
+        selected = {**select_settings(model, tokenizer, spec, train, budget, on_step, form, batch_size),
+                    "options": spec.options}
         spec = spec.with_params(**{spec.select: selected[spec.select]})
     if spec is not None and spec.span_name:
         _pieces(task.examples[0], spec.span_name)
@@ -349,7 +404,8 @@ def run(model, tokenizer, task: Task, spec: MethodSpec | None, *, train: Task | 
 
     started = time.time()
     form = use_chat(tokenizer, task, chat)
-    spec, selected = choose(model, tokenizer, task, spec, train=train, budget=budget, on_step=on_step, form=form)
+    spec, selected = choose(model, tokenizer, task, spec, train=train, budget=budget, on_step=on_step, form=form,
+                            batch_size=batch_size)
     unsteered = score_task(model, tokenizer, task, None, batch_size, on_step, form)
     steered = score_task(model, tokenizer, task, spec, batch_size, on_step, form) if spec else unsteered
     return summarize(model_info(model).model_dump(), task, spec, selected, train, unsteered, steered, seed=seed,

@@ -27,6 +27,7 @@ from attnlab.scoring import score_answers
 from attnlab.steer.session import steer
 
 METRICS = ("accuracy", "logprob", "entropy")
+MAX_PPL_RATIO = 2.0   # InstABoost's fluency check: steered outputs' perplexity within this factor of unsteered
 
 
 @dataclass
@@ -170,8 +171,9 @@ def generate_texts(model, tokenizer, prompts: list[str], method=None, max_new_to
     return [tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
 
 
-def choose_instaboost_m(model, tokenizer, examples: list[Example], grid=None, *, max_ppl_ratio: float = 2.0,
-                        max_new_tokens: int = 16, metric: str = "accuracy", on_step=None) -> tuple[float, list[dict]]:
+def choose_instaboost_m(model, tokenizer, examples: list[Example], grid=None, *,
+                        max_ppl_ratio: float = MAX_PPL_RATIO, max_new_tokens: int = 16, metric: str = "accuracy",
+                        on_step=None) -> tuple[float, list[dict]]:
     """InstABoost's M: best ``metric`` among grid values whose outputs stay fluent.
 
     Fluency: perplexity of the steered greedy outputs under the unsteered model must stay within
