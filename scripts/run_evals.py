@@ -82,8 +82,8 @@ def fmt(x: float) -> str:
 
 def row_name(model: str, task: str, method: str, extra: list[str]) -> str:
     """The row's output folder name: model-task-method plus its setting values (``--rows`` takes these)."""
-    return f"{model}-{task}-{method}" + ("-" + "-".join(a.replace("=", "").replace(",", "_") for a in extra if not a.startswith("--"))
-                                        if extra else "")
+    values = [a.replace("=", "").replace(",", "_") for a in extra if not a.startswith("--")]
+    return f"{model}-{task}-{method}" + ("-" + "-".join(values) if extra else "")
 
 
 def table_row(model: str, task: str, method: str, cmd: list[str], r: dict) -> str:
