@@ -6,7 +6,8 @@
 ``--model tiny`` (the default) runs the rows of the bundled ``tiny`` and the ``minilm`` encoder; ``--model
 smollm2`` runs each method on its own paper's kind of task in chat form (PASTA: JSON formatting, pronoun
 changing, BiasBios, CounterFact; InstABoost and SpotLight: IFEval-style constraints and retrieval; ZeroTuning
-and ACT: zero-shot classification and multiple choice), heads chosen coarse-to-fine (``layers=3``: 30 whole
+and ACT: zero-shot classification and multiple choice; ``--model gemma3``: the Gemma 3 base model's
+classification rows, in plain text), heads chosen coarse-to-fine (``layers=3``: 30 whole
 layers, then the 27 heads of the best three, instead of all 270 heads). Each row is one ``attnlab eval``
 command; its JSON, plot and command line are kept in ``--out``, and the table in ``--out/table.md``.
 """
@@ -73,7 +74,11 @@ SMOLLM2_ROWS = [
     ("smollm2", "choice", "act", []),
     ("smollm2", "choice", "act", ["--select", "heads", "--set", "layers=3"]),
 ]
-MODELS = {"tiny": ROWS, "smollm2": SMOLLM2_ROWS}
+GEMMA3_ROWS = [                                       # the base model: plain text, label scoring
+    ("gemma3", "classify", "zerotuning", ["--select", "gamma"]),
+    ("gemma3", "classify", "act", []),
+]
+MODELS = {"tiny": ROWS, "smollm2": SMOLLM2_ROWS, "gemma3": GEMMA3_ROWS}
 
 
 def fmt(x: float) -> str:
