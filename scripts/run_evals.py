@@ -134,7 +134,8 @@ def main() -> None:
         done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:], "--out", str(target), "--overwrite"],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            lines.append(f"| {model} | {task} | {method} | failed: {done.stderr.strip().splitlines()[-1][:80]} |"
+            why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:80]
+            lines.append(f"| {model} | {task} | {method} | failed: {why} |"
                          f" | | | | | | | `{shlex.join(cmd)}` |")
             print("FAILED", shlex.join(cmd), done.stderr[-500:], flush=True)
             continue
