@@ -9,7 +9,8 @@ changing, BiasBios, CounterFact; InstABoost and SpotLight: IFEval-style constrai
 and ACT: zero-shot classification and multiple choice; ``--model gemma3``: the Gemma 3 base model's
 classification rows, in plain text), heads chosen coarse-to-fine (``layers=3``: 30 whole
 layers, then the 27 heads of the best three, instead of all 270 heads). Each row is one ``attnlab eval``
-command; its JSON, plot and command line are kept in ``--out``, and the table in ``--out/table.md``.
+command; its JSON and plot are kept in ``--out/<row>/``, its terminal output in ``--out/<row>.log`` (so a row
+still running finishes if this script is stopped), and the table in ``--out/table.md``.
 """
 from __future__ import annotations
 
@@ -131,13 +132,17 @@ def main() -> None:
             if (target / "eval.json").is_file():
                 lines.append(table_row(model, task, method, cmd, json.loads((target / "eval.json").read_text())))
             continue
-        done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:], "--out", str(target), "--overwrite"],
-                              capture_output=True, text=True)
+        log = out / f"{name}.log"       # the row's output goes to a file: the row survives this script being killed
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as sink:
+            done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:], "--out", str(target), "--overwrite"],
+                                  stdout=sink, stderr=subprocess.STDOUT)
         if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1][:80]
+            said = log.read_text(errors="replace").strip().splitlines()
+            why = (said or [f"exit code {done.returncode}"])[-1][:80]
             lines.append(f"| {model} | {task} | {method} | failed: {why} |"
                          f" | | | | | | | `{shlex.join(cmd)}` |")
-            print("FAILED", shlex.join(cmd), done.stderr[-500:], flush=True)
+            print("FAILED", shlex.join(cmd), "\n".join(said[-5:]), flush=True)
             continue
         lines.append(table_row(model, task, method, cmd, json.loads((target / "eval.json").read_text())))
         print(lines[-1], flush=True)
