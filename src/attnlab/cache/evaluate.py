@@ -19,7 +19,6 @@ segment, the running-perplexity curve, tokens/s, the cache's size and the proces
 """
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from contextlib import nullcontext
@@ -30,7 +29,7 @@ import torch
 
 from attnlab.cache.policies import POLICIES
 from attnlab.errors import AttnlabError
-from attnlab.models.config import max_positions
+from attnlab.models.config import forward_accepts, max_positions
 from attnlab.report.memory import PeakRSS
 
 BOUNDED = ("window", *POLICIES)          # the modes with a bounded cache: "window" is the sink policy without sinks
@@ -161,7 +160,7 @@ def run_recompute(model, ids, size: int, n_tokens: int, every: int, on_step=None
     its time on SmolLM2 at 256 tokens."""
     positions = list(range(0, n_tokens, every))
     nll = torch.empty(len(positions))
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    keep = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
     start = time.perf_counter()
     with torch.no_grad(), PeakRSS() as peak:
         for i, t in enumerate(positions):

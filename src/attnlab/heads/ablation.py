@@ -30,7 +30,6 @@ teacher-forced exact match.
 """
 from __future__ import annotations
 
-import inspect
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,7 +42,7 @@ from attnlab import seam
 from attnlab.batching import pad_rows, position_ids
 from attnlab.errors import AttnlabError
 from attnlab.evals.stats import paired_bootstrap
-from attnlab.models.config import ModelShape
+from attnlab.models.config import ModelShape, forward_accepts
 from attnlab.plan import Plan
 from attnlab.spans import chat_wrap, has_chat_template, head_name
 
@@ -166,14 +165,14 @@ def batch_losses(model, rows: list[list[int]], scored: list[torch.Tensor], gate:
         target[b, width - len(s):] = s
     keep = torch.nonzero(target.any(0)).squeeze(1) - 1                      # the positions that predict them
     inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-    params = inspect.signature(model.forward).parameters
-    if "position_ids" in params:
+    keep_arg = forward_accepts(model, "logits_to_keep")
+    if forward_accepts(model, "position_ids"):
         inputs["position_ids"] = position_ids(mask).to(device)
-    if "logits_to_keep" in params:
+    if keep_arg:
         inputs["logits_to_keep"] = keep.to(device)
     with seam.attached(model, Plan(head_gate=gate)):
         logits = model(**inputs).logits
-    if "logits_to_keep" not in params:
+    if not keep_arg:
         logits = logits[:, keep.to(device)]
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))    # [B, kept, V]
     wanted = target[:, keep + 1].to(device)                                   # [B, kept]

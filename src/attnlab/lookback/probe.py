@@ -17,7 +17,6 @@ teacher-forced forward over prompt + reply (every reply row at once, in query ch
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +27,7 @@ from attnlab.batching import pad_rows
 from attnlab.collect import model_inputs
 from attnlab.context import TokenContext
 from attnlab.errors import AttnlabError
+from attnlab.models.config import forward_accepts
 from attnlab.plan import Plan
 from attnlab.probes.attention import Probe
 from attnlab.spans import chat_wrap, has_chat_template
@@ -149,7 +149,7 @@ def teacher_forced(model, tokenizer, prompts: list[Prompt], replies: list[list[i
         raise AttnlabError(f"{len(prompts)} prompts but {len(replies)} replies: give one reply per prompt")
     if any(len(r) == 0 for r in replies):
         raise AttnlabError("an empty reply has no lookback ratio: give replies of at least one token")
-    keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
+    keep_arg = forward_accepts(model, "logits_to_keep")
     traces = []
     for first in range(0, len(prompts), batch_size):
         ps, rs = prompts[first:first + batch_size], [list(r) for r in replies[first:first + batch_size]]

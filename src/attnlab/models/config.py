@@ -5,6 +5,7 @@ Multimodal models (Gemma 3 with vision, Llava, ...) keep the language model's se
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 
@@ -18,6 +19,12 @@ def max_positions(model_or_config) -> int | None:
     """How many positions the model was trained on (``max_position_embeddings``, GPT-2's ``n_positions``), if said."""
     config = text_config(model_or_config)
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def forward_accepts(model, name: str) -> bool:
+    """Whether ``model.forward`` takes the keyword ``name`` (``logits_to_keep``, ``position_ids``: not every
+    transformers model does)."""
+    return name in inspect.signature(model.forward).parameters
 
 
 @dataclass
