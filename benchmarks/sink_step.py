@@ -83,6 +83,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    for flag, value, least in (("--num-sink", args.num_sink, 0), ("--rounds", args.rounds, 1),
+                               ("--sink-steps", args.sink_steps, 1), ("--threads", args.threads, 1)):
+        if value < least:
+            parser.error(f"{flag} must be >= {least}, got {value}")
+    if min(args.sizes) <= args.num_sink:
+        parser.error(f"every cache size must exceed --num-sink ({args.num_sink}): got {min(args.sizes)}")
     torch.set_num_threads(args.threads)
     from attnlab.cache.evaluate import stream_ids
     from measure import load_model
