@@ -178,3 +178,18 @@ def test_readme_dynamic_edit_lifts_every_row_to_its_floor(tiny):
     low = unsteered[0] < 0.3
     torch.testing.assert_close(steered[0][low], torch.full_like(steered[0][low], 0.3), rtol=0, atol=1e-5)
     torch.testing.assert_close(steered[0][~low], unsteered[0][~low], rtol=0, atol=1e-5)
+
+
+def test_key_selectors_joined_by_and_pick_the_keys_all_of_them_pick():
+    """``"first&~span:x"``: the first real token unless it is in span x (left padding, one row each way)."""
+    from attnlab.context import TokenContext
+    valid = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    span = torch.tensor([[False, True, True, False], [False, False, True, False]])
+    ctx = TokenContext(valid=valid, spans={"x": span})
+    got = ctx.key_mask("first&~span:x", 6)
+    first_outside = torch.tensor([[False] * 6, [True] + [False] * 5])
+    assert torch.equal(got, first_outside)
+    assert torch.equal(ctx.key_mask("prompt&generated", 6), torch.zeros(2, 6, dtype=torch.bool))
+    assert attnlab.Edit(keys="first&~span:x", bias=1.0).span_names == {"x"}
+    with pytest.raises(AttnlabError, match="unknown keys selector 'sink'"):
+        attnlab.Edit(keys="first&sink", bias=1.0)

@@ -346,6 +346,30 @@ def test_pasta_include_and_generation_modes(small_model_tok, mode):
     compare(model, seq, mask, logits, edit)
 
 
+FROM_START = [["Previously the capital of Zorland"], ["river=17."]]   # on smollm2 (no BOS) the first span holds token 0
+
+
+@pytest.mark.parametrize("mode", ["exclude", "generation"])
+def test_pasta_keep_sink(small_model_tok, mode):
+    """``sink="keep"``: the first real token gets no bias, also when it lies in the emphasised span (exclude mode:
+    it is not boosted above the span either); every other key is steered as in the paper."""
+    model, tok = small_model_tok
+    heads = [(0, 1), (1, 0), (1, 3)]
+    alpha = 0.05
+    enc, seq, mask, logits = generate(model, tok, attnlab.PASTA(FROM_START, heads=heads, alpha=alpha, mode=mode,
+                                                                sink="keep"))
+    valid, span = token_sets(tok, PROMPTS, FROM_START)
+
+    def edit(attn, layer):
+        m = masks_over(valid, span, attn.shape[-1])
+        first = torch.zeros_like(m["prompt_keys"])
+        first[torch.arange(first.shape[0]), m["first"]] = True
+        down = m["prompt_keys"] & ~first & (~m["span_keys"] if mode == "exclude" else True)
+        on_heads = heads_factor(attn.shape[1], heads, layer)[None, :, None, None]
+        return reweight(attn, torch.where(down[:, None, None, :] & on_heads, alpha, 1.0))
+    compare(model, seq, mask, logits, edit)
+
+
 def test_zerotuning_per_head_gamma(small_model_tok):
     model, tok = small_model_tok
     gamma = {(0, 1): 6.0, (1, 2): 0.25, (1, 0): 3.0}

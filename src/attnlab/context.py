@@ -112,7 +112,11 @@ class TokenContext:
         """``[B, K]`` bool: the keys ``selector`` picks among ``k_len`` keys (prompt part cached per selector)."""
         cache = self.__dict__.setdefault("_key_masks", {})
         if selector not in cache:
-            cache[selector] = (self._prompt_key_mask(selector), selector == "generated")
+            parts = selector.split("&") if isinstance(selector, str) else [selector]
+            prompt_part = self._prompt_key_mask(parts[0])
+            for part in parts[1:]:
+                prompt_part = prompt_part & self._prompt_key_mask(part)
+            cache[selector] = (prompt_part, all(part == "generated" for part in parts))
         prompt_part, fill = cache[selector]
         return self._extend(prompt_part, k_len, fill)
 

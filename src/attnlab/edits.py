@@ -16,8 +16,9 @@ output scales: ``logits_h = (q_h . k) * scale / (T_1 T_2 ...) + sum_e bias_e + m
 **Selectors** (resolved per batch row against the prompt, see :class:`attnlab.context.TokenContext`):
 
 * keys: ``"span:NAME"`` (the span's tokens), ``"~span:NAME"`` (the prompt's real tokens outside it),
-  ``"first"`` (the first real token), ``"prompt"``, ``"generated"`` (keys after the prompt), or a
-  tuple of token indices counted from the first real token;
+  ``"first"`` (the first real token), ``"prompt"``, ``"generated"`` (keys after the prompt), a
+  tuple of token indices counted from the first real token, or several of the words joined by ``&``
+  (the keys all of them pick, e.g. ``"first&~span:emphasis"``);
 * queries: ``"all"``, ``"prompt"``, ``"generated"`` or ``"span:NAME"``.
 
 Keys generated after the prompt are never selected unless ``keys="generated"``.
@@ -54,6 +55,10 @@ def head_set(heads, n_layers: int, n_heads: int) -> HeadSet:
 
 
 def _check_selector(value, words, kind: str) -> None:
+    if kind == "keys" and isinstance(value, str) and "&" in value:
+        for part in value.split("&"):
+            _check_selector(part, words, kind)
+        return
     if isinstance(value, tuple):
         if kind == "keys" and all(isinstance(i, int) and i >= 0 for i in value) and value:
             return
@@ -61,7 +66,7 @@ def _check_selector(value, words, kind: str) -> None:
     if value in words or (isinstance(value, str) and (value.startswith("span:") or
                                                        (kind == "keys" and value.startswith("~span:")))):
         return
-    allowed = ", ".join(words) + ", span:NAME" + (", ~span:NAME, (i, j, ...)" if kind == "keys" else "")
+    allowed = ", ".join(words) + ", span:NAME" + (", ~span:NAME, (i, j, ...), A&B" if kind == "keys" else "")
     raise AttnlabError(f"unknown {kind} selector '{value}': use one of {allowed}")
 
 
@@ -93,8 +98,9 @@ class Edit:
     def span_names(self) -> set[str]:
         names = set()
         for sel in (self.keys, self.queries):
-            if isinstance(sel, str) and "span:" in sel:
-                names.add(sel.split("span:", 1)[1])
+            for part in sel.split("&") if isinstance(sel, str) else ():
+                if "span:" in part:
+                    names.add(part.split("span:", 1)[1])
         return names
 
 

@@ -15,6 +15,12 @@ Modes (``scale_position`` in the official code):
   emphasises.
 * ``generation``: ``log alpha`` on all prompt keys (generated tokens relatively emphasised).
 
+``sink="keep"`` (**not in the paper**; the default ``"steer"`` is the paper's) leaves the first real token
+(the attention sink, which carries most of many heads' attention) out of the down-weighting in ``exclude`` and
+``generation`` modes: it gets no bias while the rest of the prompt outside the spans gets ``log alpha``. It
+tests whether PASTA's effect comes from the emphasis or from moving the sink's mass. ``include`` never biases
+the sink, so there ``keep`` changes nothing.
+
 Several spans are one emphasised set (their union): a key outside all of them gets ``log alpha`` once.
 **Differs from the official code**, which adds ``log alpha`` once per section, so with k sections the
 emphasised text is also down-weighted by ``alpha^(k-1)`` relative to generated tokens.
@@ -33,6 +39,7 @@ from attnlab.errors import AttnlabError
 from attnlab.steer.base import Method, Param, require_spans
 
 MODES = ("exclude", "include", "generation")
+SINK_CHOICES = ("steer", "keep")
 
 
 class PASTA(Method):
@@ -43,15 +50,19 @@ class PASTA(Method):
     params = (Param("heads", "heads", "all", "heads to steer: all, L3, L3H1,L5H0-7, or a PASTA head JSON"),
               Param("alpha", "float", 0.01, "factor on the attention outside the emphasised text", above=0, below=1),
               Param("mode", "text", "exclude", "exclude: down-weight the rest of the prompt; include: boost the "
-                    "span; generation: down-weight the whole prompt", choices=MODES))
+                    "span; generation: down-weight the whole prompt", choices=MODES),
+              Param("sink", "text", "steer", "steer: the first token is down-weighted like the rest of the prompt "
+                    "(the paper); keep: it is left as it is (not in the paper)", choices=SINK_CHOICES))
     selectable = {"heads": (Param("top_k", "int", 4, "keep at most this many of the best-ranked heads", above=0),
                             Param("layers", "int", 0, "coarse-to-fine: rank whole layers first, then try single "
                                   "heads of the best this many layers only (0: try every head)", above=-1))}
 
-    def __init__(self, emphasize=None, heads="all", alpha: float = 0.01, mode: str = "exclude", *, spans=None):
+    def __init__(self, emphasize=None, heads="all", alpha: float = 0.01, mode: str = "exclude", sink: str = "steer",
+                 *, spans=None):
         self.emphasize = require_spans(emphasize if emphasize is not None else spans, "PASTA", "spans to emphasise")
         self.alpha = self.checked("alpha", alpha)
         self.mode = self.checked("mode", mode)
+        self.sink = self.checked("sink", sink)
         self.heads = load_head_config(heads) if isinstance(heads, (str, Path)) and str(heads).endswith(".json") \
             else heads
 
@@ -66,10 +77,13 @@ class PASTA(Method):
             edit = Edit(heads=self.heads, keys="span:emphasis", queries="all", bias=-log_alpha)
         else:
             edit = Edit(heads=self.heads, keys="prompt", queries="all", bias=log_alpha)
+        if self.sink == "keep" and self.mode != "include":     # undo the bias on the first token, where it got one
+            first = "first&~span:emphasis" if self.mode == "exclude" else "first"
+            return [edit, Edit(heads=self.heads, keys=first, queries="all", bias=-log_alpha)], []
         return [edit], []
 
     def hyperparameters(self) -> dict:
-        return {"alpha": self.alpha, "mode": self.mode, "heads": str(self.heads) if not isinstance(self.heads, dict)
+        return {"alpha": self.alpha, "mode": self.mode, "sink": self.sink, "heads": str(self.heads) if not isinstance(self.heads, dict)
                 else json.dumps(self.heads)}
 
 
