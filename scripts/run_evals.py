@@ -59,6 +59,8 @@ SMOLLM2_ROWS = [
     ("smollm2", "json-format", "pasta", ["--set", "heads=all"]),
     ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "alpha=0.1"]),
     ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "alpha=0.3"]),
+    ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "mode=include"]),
+    ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "sink=keep"]),   # is the sink the cause?
     ("smollm2", "pronouns", "pasta", ["--set", "heads=all"]),   # no answer text to choose heads by
     ("smollm2", "biasbios", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", PASTA_HEADS),
