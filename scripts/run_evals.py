@@ -99,7 +99,8 @@ def table_row(model: str, task: str, method: str, cmd: list[str], r: dict) -> st
     pr = r["paired"]
     sel = r.get("selection") or {}
     chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("heads", "gamma", "m"))
-    settings = ", ".join(f"{k}={v}" for k, v in r["method"]["params"].items() if k not in ("top_k", "grid"))
+    settings = ", ".join(f"{k}={v}" for k, v in r["method"]["params"].items()
+                         if k not in ("top_k", "grid") and k not in sel)
     verdict = "helps" if pr["ci_low"] > 0 else "hurts" if pr["ci_high"] < 0 else "no clear effect"
     secondary = "; ".join(f"{k} {v['unsteered']:.3f}→{v['steered']:.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
                           for k, v in (r.get("secondary") or {}).items() if k != "parsed") or "-"
@@ -132,7 +133,9 @@ def main() -> None:
         cmd = ["attnlab", "eval", model, "--task", task, "--method", method, "--n", str(args.n), *extra]
         if args.collect:
             if (target / "eval.json").is_file():
-                lines.append(table_row(model, task, method, cmd, json.loads((target / "eval.json").read_text())))
+                report = json.loads((target / "eval.json").read_text())
+                cmd[cmd.index("--n") + 1] = str(report["n"])        # the n the row was run with
+                lines.append(table_row(model, task, method, cmd, report))
             continue
         log = out / f"{name}.log"       # the row's output goes to a file: the row survives this script being killed
         log.parent.mkdir(parents=True, exist_ok=True)

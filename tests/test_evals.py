@@ -2,6 +2,9 @@
 import json
 import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,3 +182,27 @@ def test_train_split_never_shares_a_prompt_with_the_test_split(tiny):
     assert shared                                                   # the pool really does repeat across seeds
     assert not {e.prompt for e in train.examples} & {e.prompt for e in test.examples}
     assert len(train.examples) == 48 - len(shared) == train.params["n"]
+
+
+def test_run_evals_collect_makes_the_table_from_the_rows_eval_json(tmp_path):
+    """``scripts/run_evals.py --collect`` runs nothing: each row present in --out becomes one table line with the
+    report's numbers and the n it was run with; rows not there are left out."""
+    runner = CliRunner()
+    row = tmp_path / "tiny-override-pasta-headsall"
+    r = runner.invoke(app, ["eval", "tiny", "--task", "override", "--method", "pasta", "--n", "12", "--set", "heads=all",
+                            "--out", str(row)])
+    assert r.exit_code == 0, r.output
+    report = json.loads((row / "eval.json").read_text())
+    script = Path(__file__).parents[1] / "scripts" / "run_evals.py"
+    done = subprocess.run([sys.executable, str(script), "--model", "tiny", "--collect", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert len(lines) == 3                                                   # header, rule, the one row present
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    pr = report["paired"]
+    verdict = "helps" if pr["ci_low"] > 0 else "hurts" if pr["ci_high"] < 0 else "no clear effect"
+    assert cells[:6] == ["tiny", "override (correct)", "pasta", "heads=all", f"{report['unsteered']['accuracy']:.3f}",
+                         f"{report['steered']['accuracy']:.3f}"]
+    assert cells[10] == verdict
+    assert cells[11] == "`attnlab eval tiny --task override --method pasta --n 12 --set heads=all`"
