@@ -178,7 +178,7 @@ def test_m_is_chosen_by_the_train_replies_with_the_fluency_check(smollm2, monkey
     assert r["selection"]["m"] == 3                                   # 3 and 5 tie at 1.0: the earliest
     grid = r["selection"]["grid"]
     assert [g["m"] for g in grid] == [1, 3, 5, 7]                      # 7 fails fluency (21 > 2 x 10): 9 never tried
-    assert [g["score"] for g in grid] == [0.0, 1.0, 1.0, 1.0] and [g["fluent"] for g in grid] == [True] * 3 + [False]
+    assert [g["score"] for g in grid] == [0.0, 1.0, 1.0, None] and [g["fluent"] for g in grid] == [True] * 3 + [False]
     assert r["method"]["params"]["m"] == 3 and r["steered"]["accuracy"] == 1.0 and r["unsteered"]["accuracy"] == 0.0
     assert r["selection"]["criterion"] == "train replies, ifeval strict"
     assert asked[:6] == [None, 1, 3, 5, 7, None]                       # train: unsteered, then M; then the test

@@ -336,38 +336,38 @@ def select_by_replies(model, tokenizer, spec: MethodSpec, train: Task, form: boo
 
     Each grid value steers a greedy reply to every train prompt; the value with the highest mean primary metric
     wins (ties: the earliest, i.e. the smallest on an ascending grid). For M, InstABoost's fluency check applies
-    as in :func:`attnlab.steer.selection.choose_instaboost_m`: the perplexity of the steered replies under the
-    unsteered model must stay within ``MAX_PPL_RATIO`` times that of the unsteered replies, and the search
-    stops at the first M that fails (the paper's code; the paper selects by task accuracy on held-out data,
+    (:func:`attnlab.steer.selection.search_fluent_m`): the perplexity of the steered replies under the unsteered
+    model must stay within ``MAX_PPL_RATIO`` times that of the unsteered replies, and the search stops at the
+    first M that fails (the paper's code; the paper selects by task accuracy on held-out data,
     with an LLM judge for fluency). One generation of the train split per grid value, plus one unsteered for M.
     """
-    from attnlab.steer.selection import MAX_PPL_RATIO, perplexity
+    from attnlab.steer.selection import perplexity, search_fluent_m
 
     key = spec.select
     exs = render(tokenizer, train.examples, form, train.scorer)
     prompts = [e.prompt for e in exs]
-    base_ppl = None
-    if key == "m":
-        base = _reply_rows(model, tokenizer, train, exs, None, batch_size, on_step)[0]
-        base_ppl = perplexity(model, tokenizer, prompts, [r or " " for r in base])
-    results = []
-    for value in spec.options["grid"]:
+    primary = None                                                # the scorer's primary metric: its rows' first key
+
+    def replies_and_score(value):
+        nonlocal primary
         replies, rows = _reply_rows(model, tokenizer, train, exs, spec.with_params(**{key: value}), batch_size,
                                     on_step)
         primary = next(iter(rows[0]))
-        entry = {key: value, "score": sum(row.get(primary, 0.0) for row in rows) / len(rows)}
-        if base_ppl is not None:
-            ppl = perplexity(model, tokenizer, prompts, [r or " " for r in replies])
-            entry.update(perplexity=ppl, base_perplexity=base_ppl, fluent=ppl <= MAX_PPL_RATIO * base_ppl)
-        results.append(entry)
-        if entry.get("fluent") is False:
-            break
-    passing = [r for r in results if r.get("fluent", True)]
-    if not passing:
-        raise AttnlabError(f"no M on the grid keeps the train replies fluent (perplexity within {MAX_PPL_RATIO}× the "
-                           "unsteered replies'): try smaller values with --set grid=...")
-    best = max(passing, key=lambda r: r["score"])
-    return {key: best[key], "grid": results, "criterion": f"train replies, {train.scorer} {primary}"}
+        return replies, sum(row.get(primary, 0.0) for row in rows) / len(rows)
+
+    if key == "m":
+        base = _reply_rows(model, tokenizer, train, exs, None, batch_size, on_step)[0]
+
+        def try_m(m):
+            replies, score = replies_and_score(m)
+            return perplexity(model, tokenizer, prompts, [r or " " for r in replies]), lambda: score
+        best, results = search_fluent_m(spec.options["grid"], try_m,
+                                        perplexity(model, tokenizer, prompts, [r or " " for r in base]),
+                                        outputs="train replies", hint="try smaller values with --set grid=...")
+    else:
+        results = [{key: v, "score": replies_and_score(v)[1]} for v in spec.options["grid"]]
+        best = max(results, key=lambda r: r["score"])[key]
+    return {key: best, "grid": results, "criterion": f"train replies, {train.scorer} {primary}"}
 
 
 def _gold(example: EvalExample, scorer: str) -> str:

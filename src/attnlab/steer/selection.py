@@ -182,25 +182,40 @@ def choose_instaboost_m(model, tokenizer, examples: list[Example], grid=None, *,
     """
     from attnlab.steer.instaboost import M_GRID, InstABoost
 
-    grid = list(grid or M_GRID)
     prompts = [e.prompt for e in examples]
     base_ppl = perplexity(model, tokenizer, prompts, [o or " " for o in generate_texts(
         model, tokenizer, prompts, None, max_new_tokens)])
+
+    def try_m(m):
+        outputs = generate_texts(model, tokenizer, prompts, InstABoost([[e.spans["instruction"]] for e in examples],
+                                                                       m=m), max_new_tokens)
+        score = lambda: evaluate(model, tokenizer, examples,  # noqa: E731 -- run only for a fluent M
+                                 lambda spans: InstABoost(spans("instruction"), m=m), metric)
+        return perplexity(model, tokenizer, prompts, [o or " " for o in outputs]), score
+
+    return search_fluent_m(list(grid or M_GRID), try_m, base_ppl, max_ppl_ratio=max_ppl_ratio, on_step=on_step,
+                           outputs="output", hint="lower the grid or raise max_ppl_ratio")
+
+
+def search_fluent_m(grid, try_m, base_ppl: float, *, max_ppl_ratio: float = MAX_PPL_RATIO, on_step=None,
+                    outputs: str = "output", hint: str = "try smaller values") -> tuple[float, list[dict]]:
+    """InstABoost's search over M (Guardieiro et al. 2025, the official code): grid values in order, each kept only
+    if its steered outputs' perplexity (under the unsteered model) is within ``max_ppl_ratio`` x ``base_ppl``; the
+    search stops at the first M that fails. ``try_m(m)`` returns that perplexity and a function giving M's score,
+    called for fluent M only. The best score wins, ties to the earliest M. Returns it and one record per M tried.
+    """
     results = []
     for m in grid:
-        method = InstABoost([[e.spans["instruction"]] for e in examples], m=m)
-        outputs = generate_texts(model, tokenizer, prompts, method, max_new_tokens)
-        ppl = perplexity(model, tokenizer, prompts, [o or " " for o in outputs])
+        ppl, score = try_m(m)
         fluent = ppl <= max_ppl_ratio * base_ppl
-        score = evaluate(model, tokenizer, examples,
-                         lambda spans, m=m: InstABoost(spans("instruction"), m=m), metric) if fluent else None
-        results.append({"m": m, "perplexity": ppl, "fluent": fluent, "score": score})
+        results.append({"m": m, "perplexity": ppl, "base_perplexity": base_ppl, "fluent": fluent,
+                        "score": score() if fluent else None})
         if on_step:
             on_step(1)
         if not fluent:
             break
     passing = [r for r in results if r["fluent"]]
     if not passing:
-        raise AttnlabError("no M on the grid keeps the output fluent: lower the grid or raise max_ppl_ratio")
-    best = max(passing, key=lambda r: r["score"])
-    return best["m"], [dict(r, base_perplexity=base_ppl) for r in results]
+        raise AttnlabError(f"no M on the grid keeps the {outputs} fluent (perplexity within {max_ppl_ratio:g}x the "
+                           f"unsteered {outputs}'): {hint}")
+    return max(passing, key=lambda r: r["score"])["m"], results
