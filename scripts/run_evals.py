@@ -10,7 +10,10 @@ and ACT: zero-shot classification and multiple choice; ``--model gemma3``: the G
 classification rows, in plain text), heads chosen coarse-to-fine (``layers=3``: 30 whole
 layers, then the 27 heads of the best three, instead of all 270 heads). Each row is one ``attnlab eval``
 command; its JSON and plot are kept in ``--out/<row>/``, its terminal output in ``--out/<row>.log`` (so a row
-still running finishes if this script is stopped), and the table in ``--out/table.md``.
+still running finishes if this script is stopped), and the table in ``--out/table.md``. With ``--shard-size K``
+each row runs in shards of ``K`` test prompts kept in its folder, and the same command run again resumes where
+it stopped (a resumed row's seconds are those of its last run only). ``--collect`` runs nothing and makes the
+table from the rows' ``eval.json`` already in ``--out`` (``docs/evals/rows`` holds the committed ones).
 """
 from __future__ import annotations
 
@@ -118,6 +121,9 @@ def main() -> None:
     p.add_argument("--out", default="evals-out")
     p.add_argument("--only", help="run only this task")
     p.add_argument("--rows", help="run only these rows, by output folder name (comma list, e.g. smollm2-kv-spotlight)")
+    p.add_argument("--shard-size", type=int, help="run each row in shards of this many test prompts (a multiple "
+                   "of 16), kept in its folder: run the same command again to resume a stopped row where it was "
+                   "(its chosen setting too); without it, a row starts afresh")
     p.add_argument("--collect", action="store_true", help="run nothing: make the table from the eval.json files "
                    "already in --out (rows not there are left out)")
     args = p.parse_args()
@@ -140,7 +146,8 @@ def main() -> None:
         log = out / f"{name}.log"       # the row's output goes to a file: the row survives this script being killed
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("w") as sink:
-            done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:], "--out", str(target), "--overwrite"],
+            resume = ["--shard-size", str(args.shard_size)] if args.shard_size else ["--overwrite"]
+            done = subprocess.run([sys.executable, "-m", "attnlab.cli", *cmd[1:], "--out", str(target), *resume],
                                   stdout=sink, stderr=subprocess.STDOUT)
         if done.returncode != 0:
             said = log.read_text(errors="replace").strip().splitlines()

@@ -206,3 +206,21 @@ def test_run_evals_collect_makes_the_table_from_the_rows_eval_json(tmp_path):
                          f"{report['steered']['accuracy']:.3f}"]
     assert cells[10] == verdict
     assert cells[11] == "`attnlab eval tiny --task override --method pasta --n 12 --set heads=all`"
+
+
+def test_run_evals_with_shards_resumes_a_finished_row(tmp_path):
+    """``--shard-size``: each row runs as a sharded job kept in its folder, and running the same command again
+    resumes it (every shard read back, none run) with the same numbers."""
+    script = Path(__file__).parents[1] / "scripts" / "run_evals.py"
+    cmd = [sys.executable, str(script), "--model", "tiny", "--n", "20", "--rows", "tiny-override-pasta-headsall",
+           "--shard-size", "16", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    report = json.loads((tmp_path / "tiny-override-pasta-headsall" / "eval.json").read_text())
+    assert report["n"] == 20 and report["run"]["shards"] == 2 and report["run"]["shards_resumed"] == 0
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((tmp_path / "tiny-override-pasta-headsall" / "eval.json").read_text())
+    assert resumed["run"]["shards_resumed"] == 2 and resumed["run"]["shards_run"] == 0
+    assert resumed["paired"] == report["paired"] and resumed["steered"] == report["steered"]
+    assert (tmp_path / "table.md").read_text().count("| tiny | override") == 1
