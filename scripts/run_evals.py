@@ -72,6 +72,7 @@ SMOLLM2_ROWS = [
     ("smollm2", "ifeval", "instaboost", ["--select", "m", "--set", "grid=1,3,5,9", "--train-n", "32"]),  # by replies
     ("smollm2", "ifeval", "spotlight", ["--span", "instruction"]),
     ("smollm2", "kv", "spotlight", []),
+    ("smollm2", "kv", "pasta", ["--set", "heads=all"]),
     ("smollm2", "kv", "pasta", PASTA_HEADS),
     ("smollm2", "needle", "spotlight", []),
     ("smollm2", "classify", "zerotuning", ["--select", "gamma"]),
