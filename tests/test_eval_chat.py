@@ -191,3 +191,22 @@ def test_no_fluent_m_on_the_grid_is_one_line(smollm2, monkeypatch):
     with pytest.raises(AttnlabError, match="no M on the grid keeps the train replies fluent"):
         run(*smollm2, upper_task("test"), MethodSpec("instaboost", {"grid": (3, 5)}, select="m"),
             train=upper_task("train"))
+
+
+def test_fluency_perplexity_leaves_empty_replies_out(smollm2):
+    """A reply that ends the turn at once decodes to "": it has no tokens and is left out of the perplexity (it
+    used to be scored as " ", which merges into the chat prompt's last token and was refused); all empty: inf."""
+    import math
+
+    from attnlab.steer.selection import perplexity, search_fluent_m
+    model, tok = smollm2
+    prompts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+               for q in ("Name a colour.", "What is the capital of France?")]
+    alone = perplexity(model, tok, prompts[1:], ["The capital of France is Paris."])
+    assert math.isfinite(alone) and alone > 1
+    assert perplexity(model, tok, prompts, ["", "The capital of France is Paris."]) == pytest.approx(alone, rel=1e-6)
+    assert perplexity(model, tok, prompts, ["", "  \n"]) == math.inf
+    with pytest.raises(AttnlabError, match="the unsteered train replies are all empty"):
+        search_fluent_m([1, 3], lambda m: (1.0, lambda: 0.0), math.inf, outputs="train replies")
+    best, grid = search_fluent_m([1, 3], lambda m: (5.0 if m == 1 else math.inf, lambda: float(m)), 4.0)
+    assert best == 1 and [g["fluent"] for g in grid] == [True, False]      # an M whose replies are all empty fails

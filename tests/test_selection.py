@@ -274,7 +274,7 @@ def test_choose_instaboost_m_ratio_boundary_and_none_fluent(tiny, monkeypatch):
     # strict: only M whose perplexity does not rise at all
     best, results = choose_instaboost_m(model, tok, stub_examples(), grid=[1, 3, 19], max_ppl_ratio=1.0)
     assert best == 1 and [(r["m"], r["fluent"]) for r in results] == [(1, True), (3, False)]
-    with pytest.raises(AttnlabError, match="no M on the grid keeps the output fluent"):
+    with pytest.raises(AttnlabError, match="no M on the grid keeps the outputs fluent"):
         choose_instaboost_m(model, tok, stub_examples(), grid=[3, 19], max_ppl_ratio=1.0)
 
 

@@ -360,9 +360,9 @@ def select_by_replies(model, tokenizer, spec: MethodSpec, train: Task, form: boo
 
         def try_m(m):
             replies, score = replies_and_score(m)
-            return perplexity(model, tokenizer, prompts, [r or " " for r in replies]), lambda: score
+            return perplexity(model, tokenizer, prompts, replies), lambda: score
         best, results = search_fluent_m(spec.options["grid"], try_m,
-                                        perplexity(model, tokenizer, prompts, [r or " " for r in base]),
+                                        perplexity(model, tokenizer, prompts, base),
                                         outputs="train replies", hint="try smaller values with --set grid=...")
     else:
         results = [{key: v, "score": replies_and_score(v)[1]} for v in spec.options["grid"]]

@@ -16,6 +16,7 @@ examples are close to those from 1000. Every function takes a ``budget`` and rep
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -148,8 +149,15 @@ def choose_value(model, tokenizer, examples, make_method: Callable, grid, *, met
 
 @torch.no_grad()
 def perplexity(model, tokenizer, prompts: list[str], outputs: list[str]) -> float:
-    """Perplexity of ``outputs`` given ``prompts`` under the (unsteered) model: the fluency check."""
-    scores = score_answers(model, tokenizer, prompts, outputs)
+    """Perplexity of ``outputs`` given ``prompts`` under the (unsteered) model: the fluency check.
+
+    Empty (or whitespace-only) outputs -- a reply that ends its turn at once -- have no tokens to score and are
+    left out; if every output is empty the perplexity is ``inf`` (no fluent text at all).
+    """
+    kept = [(p, o) for p, o in zip(prompts, outputs) if o.strip()]
+    if not kept:
+        return math.inf
+    scores = score_answers(model, tokenizer, [p for p, _ in kept], [o for _, o in kept])
     return float(torch.exp(-scores.logprob.sum() / scores.n_tokens.sum()))
 
 
@@ -183,27 +191,28 @@ def choose_instaboost_m(model, tokenizer, examples: list[Example], grid=None, *,
     from attnlab.steer.instaboost import M_GRID, InstABoost
 
     prompts = [e.prompt for e in examples]
-    base_ppl = perplexity(model, tokenizer, prompts, [o or " " for o in generate_texts(
-        model, tokenizer, prompts, None, max_new_tokens)])
+    base_ppl = perplexity(model, tokenizer, prompts, generate_texts(model, tokenizer, prompts, None, max_new_tokens))
 
     def try_m(m):
         outputs = generate_texts(model, tokenizer, prompts, InstABoost([[e.spans["instruction"]] for e in examples],
                                                                        m=m), max_new_tokens)
         score = lambda: evaluate(model, tokenizer, examples,  # noqa: E731 -- run only for a fluent M
                                  lambda spans: InstABoost(spans("instruction"), m=m), metric)
-        return perplexity(model, tokenizer, prompts, [o or " " for o in outputs]), score
+        return perplexity(model, tokenizer, prompts, outputs), score
 
     return search_fluent_m(list(grid or M_GRID), try_m, base_ppl, max_ppl_ratio=max_ppl_ratio, on_step=on_step,
-                           outputs="output", hint="lower the grid or raise max_ppl_ratio")
+                           outputs="outputs", hint="lower the grid or raise max_ppl_ratio")
 
 
 def search_fluent_m(grid, try_m, base_ppl: float, *, max_ppl_ratio: float = MAX_PPL_RATIO, on_step=None,
-                    outputs: str = "output", hint: str = "try smaller values") -> tuple[float, list[dict]]:
+                    outputs: str = "outputs", hint: str = "try smaller values") -> tuple[float, list[dict]]:
     """InstABoost's search over M (Guardieiro et al. 2025, the official code): grid values in order, each kept only
     if its steered outputs' perplexity (under the unsteered model) is within ``max_ppl_ratio`` x ``base_ppl``; the
     search stops at the first M that fails. ``try_m(m)`` returns that perplexity and a function giving M's score,
     called for fluent M only. The best score wins, ties to the earliest M. Returns it and one record per M tried.
     """
+    if math.isinf(base_ppl):
+        raise AttnlabError(f"the unsteered {outputs} are all empty: there is no text to check M's fluency against")
     results = []
     for m in grid:
         ppl, score = try_m(m)
