@@ -57,6 +57,9 @@ ROWS = [
 
 
 PASTA_HEADS = ["--select", "heads", "--set", "top_k=4", "--set", "layers=3"]
+# the heads chosen on BiasBios' train split (session 8), reused where heads cannot be chosen on the task itself:
+# a cheap form of PASTA's multi-task profiling (the paper keeps the heads that rank high on several tasks)
+BIASBIOS_HEADS = ["--set", "heads=L23H5,L23H8,L23H2,L5H4"]
 SMOLLM2_ROWS = [
     ("smollm2", "json-format", "pasta", PASTA_HEADS),
     ("smollm2", "json-format", "pasta", ["--set", "heads=all"]),
@@ -64,7 +67,9 @@ SMOLLM2_ROWS = [
     ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "alpha=0.3"]),
     ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "mode=include"]),
     ("smollm2", "json-format", "pasta", ["--set", "heads=all", "--set", "sink=keep"]),   # is the sink the cause?
+    ("smollm2", "json-format", "pasta", BIASBIOS_HEADS),
     ("smollm2", "pronouns", "pasta", ["--set", "heads=all"]),   # no answer text to choose heads by
+    ("smollm2", "pronouns", "pasta", BIASBIOS_HEADS),
     ("smollm2", "biasbios", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", ["--set", "heads=all"]),
