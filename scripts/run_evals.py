@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from attnlab.evals.plots import difference_plot, verdict
+
 ROWS = [
     # (model, task, method, extra arguments)
     ("tiny", "kv", "pasta", ["--select", "heads", "--set", "top_k=4"]),
@@ -110,14 +112,13 @@ def table_row(model: str, task: str, method: str, cmd: list[str], r: dict) -> st
     chosen = ", ".join(f"{k}={v}" for k, v in sel.items() if k in ("heads", "gamma", "m"))
     settings = ", ".join(f"{k}={v}" for k, v in r["method"]["params"].items()
                          if k not in ("top_k", "grid") and k not in sel)
-    verdict = "helps" if pr["ci_low"] > 0 else "hurts" if pr["ci_high"] < 0 else "no clear effect"
     secondary = "; ".join(f"{k} {v['unsteered']:.3f}→{v['steered']:.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]"
                           for k, v in (r.get("secondary") or {}).items() if k != "parsed") or "-"
     return (f"| {model} | {task} ({r.get('metric', 'accuracy')}) | {method} | {settings or '-'}"
             f"{' (chosen on train: ' + chosen + ')' if chosen else ''} "
             f"| {fmt(r['unsteered']['accuracy'])} | {fmt(r['steered']['accuracy'])} | {pr['difference']:+.3f} "
             f"[{pr['ci_low']:+.3f}, {pr['ci_high']:+.3f}] | {r['mcnemar']['p_value']:.3g} | {secondary} "
-            f"| {r['seconds']:.0f} | {verdict} | `{shlex.join(cmd)}` |")
+            f"| {r['seconds']:.0f} | {verdict(pr)} | `{shlex.join(cmd)}` |")
 
 
 def main() -> None:
@@ -134,7 +135,7 @@ def main() -> None:
                    "already in --out (rows not there are left out)")
     args = p.parse_args()
     out = Path(args.out)
-    lines = []
+    lines, reports = [], []
     for model, task, method, extra in MODELS[args.model]:
         if args.only and task != args.only:
             continue
@@ -148,6 +149,7 @@ def main() -> None:
                 report = json.loads((target / "eval.json").read_text())
                 cmd[cmd.index("--n") + 1] = str(report["n"])        # the n the row was run with
                 lines.append(table_row(model, task, method, cmd, report))
+                reports.append((name.removeprefix(f"{model}-"), report))
             continue
         log = out / f"{name}.log"       # the row's output goes to a file: the row survives this script being killed
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -162,13 +164,17 @@ def main() -> None:
                          f" | | | | | | | `{shlex.join(cmd)}` |")
             print("FAILED", shlex.join(cmd), "\n".join(said[-5:]), flush=True)
             continue
-        lines.append(table_row(model, task, method, cmd, json.loads((target / "eval.json").read_text())))
+        report = json.loads((target / "eval.json").read_text())
+        lines.append(table_row(model, task, method, cmd, report))
+        reports.append((name.removeprefix(f"{model}-"), report))
         print(lines[-1], flush=True)
     header = ["| model | task (metric) | method | settings | unsteered | steered | difference [95% CI] | McNemar p | "
               "secondary metrics | seconds | verdict | command |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     (out / "table.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text("\n".join(header + lines) + "\n")
+    if reports:                          # the table as a picture: each row's difference and CI
+        difference_plot(reports, out / f"{args.model}-differences.png")
     print("\n".join(header + lines))
 
 

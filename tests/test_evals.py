@@ -206,6 +206,14 @@ def test_run_evals_collect_makes_the_table_from_the_rows_eval_json(tmp_path):
                          f"{report['steered']['accuracy']:.3f}"]
     assert cells[10] == verdict
     assert cells[11] == "`attnlab eval tiny --task override --method pasta --n 12 --set heads=all`"
+    assert (tmp_path / "tiny-differences.png").read_bytes()[:4] == b"\x89PNG"     # the table as a picture
+
+
+@pytest.mark.parametrize("low, high, expected", [(0.01, 0.2, "helps"), (-0.3, -0.001, "hurts"), (-0.1, 0.1, "no clear effect"),
+                                                 (0.0, 0.0, "no clear effect")])
+def test_verdict_needs_the_whole_ci_on_one_side_of_zero(low, high, expected):
+    from attnlab.evals.plots import verdict
+    assert verdict({"ci_low": low, "ci_high": high}) == expected
 
 
 def test_run_evals_with_shards_resumes_a_finished_row(tmp_path):

@@ -1,4 +1,4 @@
-"""Pictures of evaluation results: accuracy per bucket (unsteered vs steered) and sweep curves."""
+"""Pictures of evaluation results: accuracy per bucket, sweep curves, and the differences of a whole table."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,3 +50,27 @@ def sweep_plot(results: list[tuple[float, dict]], parameter: str, path: Path) ->
     ax.set_ylim(0, 1.05)
     return finish(fig, ax, f"{results[0][1]['task']['name']} · {results[0][1]['method']['name']} sweep over "
                   f"{parameter}", path)
+
+
+VERDICT_COLOURS = {"helps": "#2ca02c", "hurts": "#d62728", "no clear effect": "#7f7f7f"}
+
+
+def verdict(paired: dict) -> str:
+    """``helps`` / ``hurts`` when the paired 95% CI lies above / below zero, else ``no clear effect``."""
+    return "helps" if paired["ci_low"] > 0 else "hurts" if paired["ci_high"] < 0 else "no clear effect"
+
+
+def difference_plot(rows: list[tuple[str, dict]], path: Path) -> Path:
+    """One line per evaluation ``(label, report)``: the paired difference steered − unsteered with its 95% CI,
+    coloured by :func:`verdict` (a forest plot of a whole results table)."""
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.2), constrained_layout=True)
+    for y, (label, report) in enumerate(reversed(rows)):
+        p = report["paired"]
+        ax.errorbar(p["difference"], y, xerr=[[p["difference"] - p["ci_low"]], [p["ci_high"] - p["difference"]]],
+                    fmt="o", capsize=3, color=VERDICT_COLOURS[verdict(p)])
+    for name, colour in VERDICT_COLOURS.items():
+        ax.plot([], [], "o", color=colour, label=name)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [label for label, _ in reversed(rows)], fontsize=7)
+    ax.set_xlabel("steered − unsteered (paired, 95% CI)")
+    return finish(fig, ax, "each method on its task: difference in the primary metric", path)
