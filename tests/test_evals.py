@@ -209,8 +209,8 @@ def test_run_evals_collect_makes_the_table_from_the_rows_eval_json(tmp_path):
     assert (tmp_path / "tiny-differences.png").read_bytes()[:4] == b"\x89PNG"     # the table as a picture
 
 
-@pytest.mark.parametrize("low, high, expected", [(0.01, 0.2, "helps"), (-0.3, -0.001, "hurts"), (-0.1, 0.1, "no clear effect"),
-                                                 (0.0, 0.0, "no clear effect")])
+@pytest.mark.parametrize("low, high, expected", [(0.01, 0.2, "helps"), (-0.3, -0.001, "hurts"),
+                                                 (-0.1, 0.1, "no clear effect"), (0.0, 0.0, "no clear effect")])
 def test_verdict_needs_the_whole_ci_on_one_side_of_zero(low, high, expected):
     from attnlab.evals.plots import verdict
     assert verdict({"ci_low": low, "ci_high": high}) == expected

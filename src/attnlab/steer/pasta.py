@@ -83,8 +83,8 @@ class PASTA(Method):
         return [edit], []
 
     def hyperparameters(self) -> dict:
-        return {"alpha": self.alpha, "mode": self.mode, "sink": self.sink, "heads": str(self.heads) if not isinstance(self.heads, dict)
-                else json.dumps(self.heads)}
+        heads = json.dumps(self.heads) if isinstance(self.heads, dict) else str(self.heads)
+        return {"alpha": self.alpha, "mode": self.mode, "sink": self.sink, "heads": heads}
 
 
 def load_head_config(path) -> dict:
