@@ -88,7 +88,7 @@ def test_settings_are_parsed_and_checked_against_the_declaration():
     cases = [("pasta", {"alpha": "abc"}, None, r"pasta: alpha must be a number in \(0, 1\), got 'abc'"),
              ("pasta", {"alpha": "1"}, None, r"pasta: alpha must be in \(0, 1\), got 1.0"),
              ("pasta", {"alpha": "nan"}, None, r"alpha must be in \(0, 1\), got nan"),
-             ("pasta", {"foo": "1"}, None, "pasta has no setting 'foo': its settings are heads, alpha, mode "
+             ("pasta", {"foo": "1"}, None, "pasta has no setting 'foo': its settings are heads, alpha, mode, sink "
                                            r"\(choosing heads: also top_k, layers\)"),
              ("pasta", {"top_k": "4"}, None, "pasta has no setting 'top_k'"),
              ("pasta", {"top_k": "0"}, "heads", "top_k must be a positive integer, got 0"),
