@@ -80,6 +80,7 @@ SMOLLM2_ROWS = [
     ("smollm2", "ifeval", "spotlight", ["--span", "instruction"]),
     ("smollm2", "kv", "spotlight", []),
     ("smollm2", "kv", "pasta", ["--set", "heads=all"]),
+    ("smollm2", "kv", "pasta", BIASBIOS_HEADS),
     ("smollm2", "kv", "pasta", PASTA_HEADS),
     ("smollm2", "needle", "spotlight", []),
     ("smollm2", "classify", "zerotuning", ["--select", "gamma"]),
