@@ -10,10 +10,11 @@ and ACT: zero-shot classification and multiple choice; ``--model gemma3``: the G
 classification rows, in plain text), heads chosen coarse-to-fine (``layers=3``: 30 whole
 layers, then the 27 heads of the best three, instead of all 270 heads). Each row is one ``attnlab eval``
 command; its JSON and plot are kept in ``--out/<row>/``, its terminal output in ``--out/<row>.log`` (so a row
-still running finishes if this script is stopped), and the table in ``--out/table.md``. With ``--shard-size K``
-each row runs in shards of ``K`` test prompts kept in its folder, and the same command run again resumes where
-it stopped (a resumed row's seconds are those of its last run only). ``--collect`` runs nothing and makes the
-table from the rows' ``eval.json`` already in ``--out`` (``docs/evals/rows`` holds the committed ones).
+still running finishes if this script is stopped), and the table in ``--out/<model>-table.md`` (its picture,
+each row's difference and CI, in ``<model>-differences.png``). With ``--shard-size K`` each row runs in shards
+of ``K`` test prompts kept in its folder, and the same command run again resumes where it stopped (a resumed
+row's seconds are those of its last run only). ``--collect`` runs nothing and makes the table from the rows'
+``eval.json`` already in ``--out`` (``docs/evals/rows`` holds the committed ones).
 """
 from __future__ import annotations
 
@@ -172,8 +173,8 @@ def main() -> None:
     header = ["| model | task (metric) | method | settings | unsteered | steered | difference [95% CI] | McNemar p | "
               "secondary metrics | seconds | verdict | command |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    (out / "table.md").parent.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text("\n".join(header + lines) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.model}-table.md").write_text("\n".join(header + lines) + "\n")
     if reports:                          # the table as a picture: each row's difference and CI
         difference_plot(reports, out / f"{args.model}-differences.png")
     print("\n".join(header + lines))

@@ -197,7 +197,7 @@ def test_run_evals_collect_makes_the_table_from_the_rows_eval_json(tmp_path):
     done = subprocess.run([sys.executable, str(script), "--model", "tiny", "--collect", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    lines = (tmp_path / "table.md").read_text().splitlines()
+    lines = (tmp_path / "tiny-table.md").read_text().splitlines()
     assert len(lines) == 3                                                   # header, rule, the one row present
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     pr = report["paired"]
@@ -231,4 +231,4 @@ def test_run_evals_with_shards_resumes_a_finished_row(tmp_path):
     resumed = json.loads((tmp_path / "tiny-override-pasta-headsall" / "eval.json").read_text())
     assert resumed["run"]["shards_resumed"] == 2 and resumed["run"]["shards_run"] == 0
     assert resumed["paired"] == report["paired"] and resumed["steered"] == report["steered"]
-    assert (tmp_path / "table.md").read_text().count("| tiny | override") == 1
+    assert (tmp_path / "tiny-table.md").read_text().count("| tiny | override") == 1
