@@ -76,6 +76,7 @@ SMOLLM2_ROWS = [
     ("smollm2", "biasbios", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", PASTA_HEADS),
     ("smollm2", "counterfact", "pasta", ["--set", "heads=all"]),
+    ("smollm2", "counterfact", "pasta", BIASBIOS_HEADS),
     ("smollm2", "ifeval", "instaboost", []),            # M = 5, the default
     ("smollm2", "ifeval", "instaboost", ["--select", "m", "--set", "grid=1,3,5,9", "--train-n", "32"]),  # by replies
     ("smollm2", "ifeval", "spotlight", ["--span", "instruction"]),
