@@ -137,7 +137,13 @@ def main() -> None:
     p.add_argument("--collect", action="store_true", help="run nothing: make the table from the eval.json files "
                    "already in --out (rows not there are left out)")
     args = p.parse_args()
+    if args.n < 1:
+        p.error(f"--n must be >= 1, got {args.n}")
+    if args.shard_size is not None and (args.shard_size < 1 or args.shard_size % 16):
+        p.error(f"--shard-size must be a positive multiple of 16 (the batch size), got {args.shard_size}")
     out = Path(args.out)
+    if args.collect and not any((out / row_name(*row) / "eval.json").is_file() for row in MODELS[args.model]):
+        p.error(f"{out} holds no eval.json of a --model {args.model} row: nothing to collect")
     lines, reports = [], []
     for model, task, method, extra in MODELS[args.model]:
         if args.only and task != args.only:

@@ -232,3 +232,16 @@ def test_run_evals_with_shards_resumes_a_finished_row(tmp_path):
     assert resumed["run"]["shards_resumed"] == 2 and resumed["run"]["shards_run"] == 0
     assert resumed["paired"] == report["paired"] and resumed["steered"] == report["steered"]
     assert (tmp_path / "tiny-table.md").read_text().count("| tiny | override") == 1
+
+
+@pytest.mark.parametrize("args, message", [(["--shard-size", "0"], "--shard-size must be a positive multiple of 16"),
+                                           (["--shard-size", "20"], "--shard-size must be a positive multiple of 16"),
+                                           (["--n", "-1"], "--n must be >= 1"),
+                                           (["--collect"], "holds no eval.json of a --model tiny row")])
+def test_run_evals_refuses_bad_arguments_in_one_line(tmp_path, args, message):
+    script = Path(__file__).parents[1] / "scripts" / "run_evals.py"
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(script), "--model", "tiny", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
+    assert not out.exists()                                                  # nothing written
