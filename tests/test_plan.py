@@ -190,6 +190,9 @@ def test_key_selectors_joined_by_and_pick_the_keys_all_of_them_pick():
     first_outside = torch.tensor([[False] * 6, [True] + [False] * 5])
     assert torch.equal(got, first_outside)
     assert torch.equal(ctx.key_mask("prompt&generated", 6), torch.zeros(2, 6, dtype=torch.bool))
+    rest = torch.cat([valid & ~span, torch.zeros(2, 2, dtype=torch.bool)], 1)
+    rest[1, 0] = False                                                      # "~first": row 1's first token
+    assert torch.equal(ctx.key_mask("~span:x&~first", 6), rest)
     assert attnlab.Edit(keys="first&~span:x", bias=1.0).span_names == {"x"}
     with pytest.raises(AttnlabError, match="unknown keys selector 'sink'"):
         attnlab.Edit(keys="first&sink", bias=1.0)

@@ -137,8 +137,8 @@ class TokenContext:
                     raise AttnlabError(f"key index {i} is past the end of a prompt of {int(n_real.min())} tokens")
                 mask[torch.arange(b), self.first + i] = True
             return mask
-        if selector.startswith("~span:"):
-            return self.valid & ~self.span(selector[6:])
+        if selector.startswith("~"):
+            return self.valid & ~self._prompt_key_mask(selector[1:])
         return self.span(selector[5:])
 
     def query_mask(self, selector, q_len: int, k_len: int) -> torch.Tensor:

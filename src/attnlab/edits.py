@@ -15,10 +15,10 @@ output scales: ``logits_h = (q_h . k) * scale / (T_1 T_2 ...) + sum_e bias_e + m
 
 **Selectors** (resolved per batch row against the prompt, see :class:`attnlab.context.TokenContext`):
 
-* keys: ``"span:NAME"`` (the span's tokens), ``"~span:NAME"`` (the prompt's real tokens outside it),
-  ``"first"`` (the first real token), ``"prompt"``, ``"generated"`` (keys after the prompt), a
-  tuple of token indices counted from the first real token, or several of the words joined by ``&``
-  (the keys all of them pick, e.g. ``"first&~span:emphasis"``);
+* keys: ``"span:NAME"`` (the span's tokens), ``"first"`` (the first real token), ``"prompt"``,
+  ``"generated"`` (keys after the prompt), a tuple of token indices counted from the first real token;
+  ``"~X"`` for the prompt's real tokens that ``X`` does not pick (``"~span:NAME"``: outside the span), and
+  several of these joined by ``&`` for the keys all of them pick (e.g. ``"~span:emphasis&~first"``);
 * queries: ``"all"``, ``"prompt"``, ``"generated"`` or ``"span:NAME"``.
 
 Keys generated after the prompt are never selected unless ``keys="generated"``.
@@ -63,10 +63,12 @@ def _check_selector(value, words, kind: str) -> None:
         if kind == "keys" and all(isinstance(i, int) and i >= 0 for i in value) and value:
             return
         raise AttnlabError(f"{kind} as a tuple must be non-negative token indices, got {value}")
-    if value in words or (isinstance(value, str) and (value.startswith("span:") or
-                                                       (kind == "keys" and value.startswith("~span:")))):
+    if kind == "keys" and isinstance(value, str) and value.startswith("~"):
+        _check_selector(value[1:], words, kind)
         return
-    allowed = ", ".join(words) + ", span:NAME" + (", ~span:NAME, (i, j, ...), A&B" if kind == "keys" else "")
+    if value in words or (isinstance(value, str) and value.startswith("span:")):
+        return
+    allowed = ", ".join(words) + ", span:NAME" + (", (i, j, ...), ~A, A&B" if kind == "keys" else "")
     raise AttnlabError(f"unknown {kind} selector '{value}': use one of {allowed}")
 
 

@@ -71,15 +71,13 @@ class PASTA(Method):
 
     def build(self, n_layers: int, n_heads: int):
         log_alpha = math.log(self.alpha)
+        spare = "&~first" if self.sink == "keep" else ""                  # the sink left out of the down-weighting
         if self.mode == "exclude":
-            edit = Edit(heads=self.heads, keys="~span:emphasis", queries="all", bias=log_alpha)
+            edit = Edit(heads=self.heads, keys="~span:emphasis" + spare, queries="all", bias=log_alpha)
         elif self.mode == "include":
             edit = Edit(heads=self.heads, keys="span:emphasis", queries="all", bias=-log_alpha)
         else:
-            edit = Edit(heads=self.heads, keys="prompt", queries="all", bias=log_alpha)
-        if self.sink == "keep" and self.mode != "include":     # undo the bias on the first token, where it got one
-            first = "first&~span:emphasis" if self.mode == "exclude" else "first"
-            return [edit, Edit(heads=self.heads, keys=first, queries="all", bias=-log_alpha)], []
+            edit = Edit(heads=self.heads, keys="prompt" + spare, queries="all", bias=log_alpha)
         return [edit], []
 
     def hyperparameters(self) -> dict:
